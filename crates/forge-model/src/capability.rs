@@ -1,0 +1,124 @@
+//! Capabilities an overlay may request in its manifest.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// A named permission to use some host functionality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CapabilityName {
+    CapsuleRead,
+    CapsuleWrite,
+    CapsuleDelete,
+    NetworkHttp,
+    FileRead,
+    FileWrite,
+    GovernanceVote,
+    SystemConfig,
+}
+
+impl CapabilityName {
+    pub const ALL: [CapabilityName; 8] = [
+        CapabilityName::CapsuleRead,
+        CapabilityName::CapsuleWrite,
+        CapabilityName::CapsuleDelete,
+        CapabilityName::NetworkHttp,
+        CapabilityName::FileRead,
+        CapabilityName::FileWrite,
+        CapabilityName::GovernanceVote,
+        CapabilityName::SystemConfig,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapabilityName::CapsuleRead => "capsule:read",
+            CapabilityName::CapsuleWrite => "capsule:write",
+            CapabilityName::CapsuleDelete => "capsule:delete",
+            CapabilityName::NetworkHttp => "network:http",
+            CapabilityName::FileRead => "file:read",
+            CapabilityName::FileWrite => "file:write",
+            CapabilityName::GovernanceVote => "governance:vote",
+            CapabilityName::SystemConfig => "system:config",
+        }
+    }
+
+    /// Privileged capabilities change shared state; an overlay holding one needs an admin's approval
+    /// (activation is admin-only) before it runs.
+    pub const fn is_privileged(self) -> bool {
+        matches!(
+            self,
+            CapabilityName::CapsuleWrite
+                | CapabilityName::CapsuleDelete
+                | CapabilityName::GovernanceVote
+                | CapabilityName::SystemConfig
+        )
+    }
+}
+
+impl fmt::Display for CapabilityName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CapabilityName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+            format!("unknown capability `{s}` (known: {})", known.join(", "))
+        })
+    }
+}
+
+impl TryFrom<String> for CapabilityName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<CapabilityName> for String {
+    fn from(c: CapabilityName) -> String {
+        c.as_str().to_owned()
+    }
+}
+
+/// A requested capability with optional constraints (for example the hosts `network:http` may reach:
+/// `{"hosts": ["api.example.com"]}`). Constraints narrow a capability; they never widen it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    pub name: CapabilityName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Map<String, Value>>,
+}
+
+impl Capability {
+    pub fn new(name: CapabilityName) -> Self {
+        Capability { name, constraints: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_is_rejected() {
+        for c in CapabilityName::ALL {
+            assert_eq!(c.as_str().parse::<CapabilityName>().unwrap(), c);
+        }
+        let err = "capsule:eat".parse::<CapabilityName>().unwrap_err();
+        assert!(err.contains("capsule:eat") && err.contains("capsule:read"));
+    }
+
+    #[test]
+    fn privileged_set() {
+        let privileged: Vec<&str> =
+            CapabilityName::ALL.iter().filter(|c| c.is_privileged()).map(|c| c.as_str()).collect();
+        assert_eq!(privileged, ["capsule:write", "capsule:delete", "governance:vote", "system:config"]);
+    }
+}

@@ -1,0 +1,156 @@
+//! The one error type every layer speaks, and its wire body
+//! `{"code": ..., "message": ..., "details": {...}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::fmt;
+
+/// Forge's shared error codes; each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    ValidationError,
+    AuthenticationError,
+    AuthorizationError,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    RateLimitExceeded,
+    ServiceUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::ValidationError => 422,
+            ErrorCode::AuthenticationError => 401,
+            ErrorCode::AuthorizationError => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimitExceeded => 429,
+            ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::InternalError => 500,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "validation_error",
+            ErrorCode::AuthenticationError => "authentication_error",
+            ErrorCode::AuthorizationError => "authorization_error",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+/// One violated rule of one field, e.g. `max_memory_mb`: "must be between 1 and 512".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// An error as Forge reports it: a code, a human message and structured details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ForgeError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default)]
+    pub details: Map<String, Value>,
+}
+
+impl ForgeError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ForgeError { code, message: message.into(), details: Map::new() }
+    }
+
+    pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// A validation error listing every violated rule at once (`details.errors`).
+    pub fn invalid_fields(what: &str, errors: Vec<FieldError>) -> Self {
+        let summary = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        ForgeError::validation(format!("invalid {what}: {summary}")).with_detail("errors", json!(errors))
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+    pub fn authentication(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AuthenticationError, message)
+    }
+    pub fn authorization(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AuthorizationError, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ServiceUnavailable, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InternalError, message)
+    }
+    /// Too much in flight: retry after `retry_after_secs` (also `details.retry_after`).
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(ErrorCode::RateLimitExceeded, message).with_detail("retry_after", retry_after_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape_and_statuses() {
+        let err = ForgeError::rate_limited("busy", 1);
+        let body = serde_json::to_value(&err).unwrap();
+        assert_eq!(
+            body,
+            json!({"code": "rate_limit_exceeded", "message": "busy", "details": {"retry_after": 1}})
+        );
+        assert_eq!(err.code.http_status(), 429);
+        assert_eq!(ErrorCode::ValidationError.http_status(), 422);
+        assert_eq!(ErrorCode::AuthenticationError.http_status(), 401);
+        assert_eq!(ErrorCode::AuthorizationError.http_status(), 403);
+        assert_eq!(ErrorCode::NotFound.http_status(), 404);
+        assert_eq!(ErrorCode::Conflict.http_status(), 409);
+        assert_eq!(ErrorCode::ServiceUnavailable.http_status(), 503);
+    }
+
+    #[test]
+    fn invalid_fields_lists_every_error() {
+        let err = ForgeError::invalid_fields(
+            "manifest",
+            vec![FieldError::new("name", "is empty"), FieldError::new("version", "is not x.y.z")],
+        );
+        assert_eq!(err.code, ErrorCode::ValidationError);
+        assert!(err.message.contains("name: is empty") && err.message.contains("version: is not x.y.z"));
+        assert_eq!(err.details["errors"].as_array().unwrap().len(), 2);
+    }
+}

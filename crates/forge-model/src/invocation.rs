@@ -1,0 +1,190 @@
+//! Invocation requests and their results.
+
+use crate::error::{FieldError, ForgeError};
+use crate::manifest::limits::EXECUTION_MS_RANGE;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A request to run one entry point of an overlay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayInvocation {
+    /// The entry point to call.
+    pub function: String,
+    /// Passed to the guest as UTF-8 JSON.
+    #[serde(default)]
+    pub args: Map<String, Value>,
+    /// Caps the call's wall-clock time below the manifest's `max_execution_ms` (100..=30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+impl OverlayInvocation {
+    pub fn new(function: impl Into<String>, args: Map<String, Value>) -> Self {
+        OverlayInvocation { function: function.into(), args, timeout_ms: None }
+    }
+
+    pub fn validate(&self) -> Result<(), ForgeError> {
+        let mut errors = Vec::new();
+        if self.function.is_empty() {
+            errors.push(FieldError::new("function", "is required"));
+        }
+        if let Some(ms) = self.timeout_ms
+            && !EXECUTION_MS_RANGE.contains(&ms)
+        {
+            let (lo, hi) = (EXECUTION_MS_RANGE.start(), EXECUTION_MS_RANGE.end());
+            errors.push(FieldError::new("timeout_ms", format!("must be between {lo} and {hi}")));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("invocation", errors)) }
+    }
+
+    /// The call's deadline: the smaller of the invocation's timeout and the manifest's limit.
+    pub fn effective_timeout_ms(&self, max_execution_ms: u32) -> u32 {
+        self.timeout_ms.map_or(max_execution_ms, |t| t.min(max_execution_ms))
+    }
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The call used up its `max_fuel`.
+    FuelExhausted,
+    /// The call ran past its deadline and was stopped.
+    Timeout,
+    /// The guest tried to grow memory beyond `max_memory_mb`.
+    MemoryLimit,
+    /// The guest trapped: unreachable, stack overflow, out-of-bounds access, division by zero...
+    Trap,
+    /// The guest's result broke the ABI: bad pointer, not UTF-8, not JSON, not an object, too large.
+    InvalidOutput,
+    /// The guest reported a failure (`forge.fail`) or did not honour the ABI's calling contract.
+    OverlayError,
+    /// The guest called a host function its manifest was not granted.
+    CapabilityDenied,
+    /// The host failed (storage down, a host function's backend erred); not the overlay's fault.
+    HostError,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::FuelExhausted,
+        ErrorKind::Timeout,
+        ErrorKind::MemoryLimit,
+        ErrorKind::Trap,
+        ErrorKind::InvalidOutput,
+        ErrorKind::OverlayError,
+        ErrorKind::CapabilityDenied,
+        ErrorKind::HostError,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::FuelExhausted => "fuel_exhausted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::MemoryLimit => "memory_limit",
+            ErrorKind::Trap => "trap",
+            ErrorKind::InvalidOutput => "invalid_output",
+            ErrorKind::OverlayError => "overlay_error",
+            ErrorKind::CapabilityDenied => "capability_denied",
+            ErrorKind::HostError => "host_error",
+        }
+    }
+
+    /// Failures the host caused are counted apart and never count against the overlay's health.
+    pub const fn is_host_fault(self) -> bool {
+        matches!(self, ErrorKind::HostError)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Messages fixed by the original Forge design.
+pub mod messages {
+    pub const FUEL_EXHAUSTED: &str = "CPU limit exceeded (fuel exhausted)";
+    pub fn timed_out(ms: u32) -> String {
+        format!("Execution timed out after {ms}ms")
+    }
+}
+
+/// The outcome of one invocation, successful or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlayResult {
+    pub success: bool,
+    /// The guest's JSON object, or null.
+    pub result: Option<Map<String, Value>>,
+    pub error: Option<String>,
+    pub error_kind: Option<ErrorKind>,
+    pub execution_time_ms: f64,
+    /// Fuel actually used by this call, also when it failed.
+    pub fuel_consumed: u64,
+}
+
+impl OverlayResult {
+    pub fn ok(result: Option<Map<String, Value>>, execution_time_ms: f64, fuel_consumed: u64) -> Self {
+        OverlayResult {
+            success: true,
+            result,
+            error: None,
+            error_kind: None,
+            execution_time_ms,
+            fuel_consumed,
+        }
+    }
+
+    pub fn failed(
+        kind: ErrorKind,
+        error: impl Into<String>,
+        execution_time_ms: f64,
+        fuel_consumed: u64,
+    ) -> Self {
+        OverlayResult {
+            success: false,
+            result: None,
+            error: Some(error.into()),
+            error_kind: Some(kind),
+            execution_time_ms,
+            fuel_consumed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn invocation_parses_and_validates() {
+        let inv: OverlayInvocation =
+            serde_json::from_value(json!({"function": "process", "args": {"a": 1}, "timeout_ms": 250}))
+                .unwrap();
+        assert!(inv.validate().is_ok());
+        assert_eq!(inv.effective_timeout_ms(5000), 250);
+        assert_eq!(inv.effective_timeout_ms(200), 200);
+        let no_timeout = OverlayInvocation::new("process", Map::new());
+        assert_eq!(no_timeout.effective_timeout_ms(5000), 5000);
+
+        let bad = OverlayInvocation { function: String::new(), args: Map::new(), timeout_ms: Some(99) };
+        let err = bad.validate().unwrap_err();
+        assert!(err.message.contains("function") && err.message.contains("timeout_ms"));
+        assert!(serde_json::from_value::<OverlayInvocation>(json!({"function": "f", "args": [1]})).is_err());
+        assert!(serde_json::from_value::<OverlayInvocation>(json!({"function": "f", "argz": {}})).is_err());
+    }
+
+    #[test]
+    fn result_wire_shape() {
+        let r = OverlayResult::failed(ErrorKind::FuelExhausted, messages::FUEL_EXHAUSTED, 1.5, 100);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"success": false, "result": null, "error": "CPU limit exceeded (fuel exhausted)",
+                   "error_kind": "fuel_exhausted", "execution_time_ms": 1.5, "fuel_consumed": 100})
+        );
+        assert_eq!(messages::timed_out(250), "Execution timed out after 250ms");
+    }
+}

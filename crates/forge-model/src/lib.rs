@@ -1,0 +1,30 @@
+//! Forge overlay domain model: the types every other crate of the runtime shares.
+//!
+//! Pure data and rules, no I/O: manifests and their validation, overlays and their lifecycle,
+//! trust levels, invocations and results, capsules, users and the audit trail, and the one error
+//! type with Forge's wire body.
+
+pub mod audit;
+pub mod capability;
+pub mod capsule;
+pub mod error;
+pub mod invocation;
+pub mod manifest;
+pub mod overlay;
+pub mod state;
+pub mod trust;
+pub mod user;
+
+pub use audit::{AuditEvent, NewAuditEvent};
+pub use capability::{Capability, CapabilityName};
+pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
+pub use error::{ErrorCode, FieldError, ForgeError};
+pub use invocation::{ErrorKind, OverlayInvocation, OverlayResult};
+pub use manifest::OverlayManifest;
+pub use overlay::{
+    HealthReport, LatencyHistogram, Overlay, OverlayFilter, OverlayHealth, Page, PageRequest,
+    QuarantinePolicy,
+};
+pub use state::{LifecycleAction, OverlayState};
+pub use trust::TrustLevel;
+pub use user::{Principal, Role, User};

@@ -1,0 +1,471 @@
+//! The overlay manifest (`overlay.toml`, or JSON) and its validation rules.
+
+use crate::capability::{Capability, CapabilityName};
+use crate::error::{FieldError, ForgeError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Defaults and bounds of the manifest's limits, in one place.
+pub mod limits {
+    pub const NAME_MAX_CHARS: usize = 100;
+    pub const DESCRIPTION_MAX_CHARS: usize = 1000;
+    pub const AUTHOR_MAX_CHARS: usize = 100;
+    pub const MEMORY_MB_DEFAULT: u32 = 64;
+    pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=512;
+    pub const EXECUTION_MS_DEFAULT: u32 = 5000;
+    pub const EXECUTION_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=30_000;
+    pub const FUEL_DEFAULT: u64 = 1_000_000;
+    pub const ENTRY_POINT_DEFAULT: &str = "process";
+    /// Longest entry point name; wasm allows more, but no author needs it.
+    pub const ENTRY_POINT_MAX_CHARS: usize = 128;
+}
+
+/// Exports that the ABI itself defines; they cannot be entry points.
+pub const RESERVED_EXPORTS: &[&str] = &["memory", "forge_alloc", "_initialize", "_start"];
+
+/// A validated overlay manifest. Build one with [`OverlayManifest::parse`], [`OverlayManifest::from_value`]
+/// or deserialization, all of which apply every rule and report every violation at once.
+///
+/// ```
+/// use forge_model::OverlayManifest;
+/// let m = OverlayManifest::parse(r#"
+///     name = "text-stats"
+///     version = "1.0.0"
+///     capabilities = ["capsule:read"]
+/// "#).unwrap();
+/// assert_eq!(m.max_memory_mb, 64);
+/// assert_eq!(m.entry_points, ["process"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct OverlayManifest {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub author: String,
+    pub capabilities: Vec<Capability>,
+    pub max_memory_mb: u32,
+    pub max_execution_ms: u32,
+    pub max_fuel: u64,
+    pub entry_points: Vec<String>,
+}
+
+impl OverlayManifest {
+    /// A manifest with every default, for running a module that came without one.
+    pub fn with_defaults(name: &str, entry_point: &str) -> Result<Self, ForgeError> {
+        let mut fields = Map::new();
+        fields.insert("name".into(), name.into());
+        fields.insert("version".into(), "0.0.0".into());
+        fields.insert("entry_points".into(), Value::Array(vec![entry_point.into()]));
+        Self::from_value(Value::Object(fields))
+    }
+
+    /// Parses `overlay.toml` text, or JSON when the text is a JSON object.
+    pub fn parse(text: &str) -> Result<Self, ForgeError> {
+        let value = if text.trim_start().starts_with('{') {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| ForgeError::validation(format!("manifest is not valid JSON: {e}")))?
+        } else {
+            let table: toml::Table = toml::from_str(text)
+                .map_err(|e| ForgeError::validation(format!("manifest is not valid TOML: {e}")))?;
+            serde_json::to_value(table).map_err(|e| ForgeError::validation(format!("manifest: {e}")))?
+        };
+        Self::from_value(value)
+    }
+
+    /// Validates a manifest given as a JSON value.
+    pub fn from_value(value: Value) -> Result<Self, ForgeError> {
+        let Value::Object(mut fields) = value else {
+            return Err(ForgeError::validation("manifest must be an object (a TOML table or JSON object)"));
+        };
+        let mut errors = Vec::new();
+        let mut take = |key: &str| fields.remove(key);
+        let name = take("name");
+        let version = take("version");
+        let description = take("description");
+        let author = take("author");
+        let capabilities = take("capabilities");
+        let max_memory_mb = take("max_memory_mb");
+        let max_execution_ms = take("max_execution_ms");
+        let max_fuel = take("max_fuel");
+        let entry_points = take("entry_points");
+        for unknown in fields.keys() {
+            errors.push(FieldError::new(unknown, "is not a manifest field"));
+        }
+
+        let manifest = OverlayManifest {
+            name: check_name(name, &mut errors),
+            version: check_version(version, &mut errors),
+            description: optional_text(
+                description,
+                "description",
+                limits::DESCRIPTION_MAX_CHARS,
+                &mut errors,
+            ),
+            author: optional_text(author, "author", limits::AUTHOR_MAX_CHARS, &mut errors),
+            capabilities: check_capabilities(capabilities, &mut errors),
+            max_memory_mb: bounded(
+                max_memory_mb,
+                "max_memory_mb",
+                limits::MEMORY_MB_DEFAULT,
+                limits::MEMORY_MB_RANGE,
+                &mut errors,
+            ),
+            max_execution_ms: bounded(
+                max_execution_ms,
+                "max_execution_ms",
+                limits::EXECUTION_MS_DEFAULT,
+                limits::EXECUTION_MS_RANGE,
+                &mut errors,
+            ),
+            max_fuel: bounded(max_fuel, "max_fuel", limits::FUEL_DEFAULT, 1..=u64::MAX, &mut errors),
+            entry_points: check_entry_points(entry_points, &mut errors),
+        };
+        if errors.is_empty() { Ok(manifest) } else { Err(ForgeError::invalid_fields("manifest", errors)) }
+    }
+
+    /// The manifest as `overlay.toml` text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a manifest is always representable in TOML")
+    }
+
+    pub fn has_capability(&self, name: CapabilityName) -> bool {
+        self.capabilities.iter().any(|c| c.name == name)
+    }
+
+    /// The capability entry for `name`, with its constraints, if requested.
+    pub fn capability(&self, name: CapabilityName) -> Option<&Capability> {
+        self.capabilities.iter().find(|c| c.name == name)
+    }
+
+    /// Privileged capabilities this manifest requests (those need admin approval).
+    pub fn privileged_capabilities(&self) -> Vec<CapabilityName> {
+        self.capabilities.iter().map(|c| c.name).filter(|c| c.is_privileged()).collect()
+    }
+}
+
+impl TryFrom<Value> for OverlayManifest {
+    type Error = ForgeError;
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        Self::from_value(value)
+    }
+}
+
+fn check_name(value: Option<Value>, errors: &mut Vec<FieldError>) -> String {
+    let Some(name) = required_string(value, "name", errors) else { return String::new() };
+    let length = name.chars().count();
+    if length == 0 || length > limits::NAME_MAX_CHARS {
+        errors.push(FieldError::new("name", format!("must be 1-{} characters", limits::NAME_MAX_CHARS)));
+    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        errors.push(FieldError::new("name", "must match ^[a-z0-9-]+$ (lower-case letters, digits, hyphens)"));
+    }
+    name
+}
+
+/// `^\d+\.\d+\.\d+$`: plain semver, no pre-release or build suffix.
+pub fn is_plain_semver(version: &str) -> bool {
+    let parts: Vec<&str> = version.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn check_version(value: Option<Value>, errors: &mut Vec<FieldError>) -> String {
+    let Some(version) = required_string(value, "version", errors) else { return String::new() };
+    if !is_plain_semver(&version) {
+        errors.push(FieldError::new("version", "must be MAJOR.MINOR.PATCH digits, e.g. 1.2.0"));
+    } else if semver::Version::parse(&version).is_err() {
+        errors.push(FieldError::new("version", "has a number too large or a leading zero"));
+    }
+    version
+}
+
+fn required_string(value: Option<Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(field, "is required"));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(field, "must be a string"));
+            None
+        }
+    }
+}
+
+fn optional_text(
+    value: Option<Value>,
+    field: &str,
+    max_chars: usize,
+    errors: &mut Vec<FieldError>,
+) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.chars().count() <= max_chars => s,
+        Some(Value::String(_)) => {
+            errors.push(FieldError::new(field, format!("must be at most {max_chars} characters")));
+            String::new()
+        }
+        Some(_) => {
+            errors.push(FieldError::new(field, "must be a string"));
+            String::new()
+        }
+    }
+}
+
+fn bounded<T>(
+    value: Option<Value>,
+    field: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    errors: &mut Vec<FieldError>,
+) -> T
+where
+    T: TryFrom<u64> + PartialOrd + Copy + std::fmt::Display,
+{
+    let message = || format!("must be an integer between {} and {}", range.start(), range.end());
+    match value {
+        None | Some(Value::Null) => default,
+        Some(Value::Number(n)) => match n.as_u64().and_then(|n| T::try_from(n).ok()) {
+            Some(v) if range.contains(&v) => v,
+            _ => {
+                errors.push(FieldError::new(field, message()));
+                default
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new(field, message()));
+            default
+        }
+    }
+}
+
+fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec<Capability> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(FieldError::new("capabilities", "must be a list"));
+            return Vec::new();
+        }
+    };
+    let mut capabilities: Vec<Capability> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("capabilities[{i}]");
+        // `"capsule:read"` is shorthand for `{name = "capsule:read"}`.
+        let (name, constraints) = match item {
+            Value::String(name) => (name, None),
+            Value::Object(mut entry) => {
+                let name = entry.remove("name");
+                let constraints = entry.remove("constraints");
+                for unknown in entry.keys() {
+                    errors.push(FieldError::new(format!("{field}.{unknown}"), "is not a capability field"));
+                }
+                let constraints = match constraints {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Object(map)) => Some(map),
+                    Some(_) => {
+                        errors
+                            .push(FieldError::new(format!("{field}.constraints"), "must be a table/object"));
+                        None
+                    }
+                };
+                match name {
+                    Some(Value::String(name)) => (name, constraints),
+                    _ => {
+                        errors.push(FieldError::new(
+                            format!("{field}.name"),
+                            "is required and must be a string",
+                        ));
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                errors.push(FieldError::new(field, "must be a capability name or {name, constraints}"));
+                continue;
+            }
+        };
+        match name.parse::<CapabilityName>() {
+            Ok(name) if capabilities.iter().any(|c| c.name == name) => {
+                errors.push(FieldError::new(field, format!("`{name}` is listed twice")));
+            }
+            Ok(name) => capabilities.push(Capability { name, constraints }),
+            Err(message) => errors.push(FieldError::new(field, message)),
+        }
+    }
+    capabilities
+}
+
+/// Whether `name` can be an entry point: an identifier-like export name not reserved by the ABI.
+pub fn is_valid_entry_point(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let starts_well = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    starts_well
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= limits::ENTRY_POINT_MAX_CHARS
+        && !RESERVED_EXPORTS.contains(&name)
+}
+
+fn check_entry_points(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec<String> {
+    let items = match value {
+        None | Some(Value::Null) => return vec![limits::ENTRY_POINT_DEFAULT.to_owned()],
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(FieldError::new("entry_points", "must be a list of export names"));
+            return Vec::new();
+        }
+    };
+    if items.is_empty() {
+        errors.push(FieldError::new("entry_points", "must not be empty"));
+    }
+    let mut entry_points: Vec<String> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let field = format!("entry_points[{i}]");
+        match item {
+            Value::String(name) if entry_points.contains(&name) => {
+                errors.push(FieldError::new(field, format!("`{name}` is listed twice")));
+            }
+            Value::String(name) if is_valid_entry_point(&name) => entry_points.push(name),
+            Value::String(name) => errors.push(FieldError::new(
+                field,
+                format!(
+                    "`{name}` is not a valid entry point: use [A-Za-z_][A-Za-z0-9_]* (at most {} characters), \
+                     not one of {}",
+                    limits::ENTRY_POINT_MAX_CHARS,
+                    RESERVED_EXPORTS.join(", ")
+                ),
+            )),
+            _ => errors.push(FieldError::new(field, "must be a string")),
+        }
+    }
+    entry_points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields_of(err: ForgeError) -> Vec<String> {
+        serde_json::from_value::<Vec<FieldError>>(err.details["errors"].clone())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let m = OverlayManifest::from_value(json!({"name": "echo", "version": "0.1.0"})).unwrap();
+        assert_eq!((m.max_memory_mb, m.max_execution_ms, m.max_fuel), (64, 5000, 1_000_000));
+        assert_eq!(m.entry_points, ["process"]);
+        assert!(m.capabilities.is_empty());
+        assert_eq!(m.description, "");
+    }
+
+    #[test]
+    fn toml_with_tables_and_shorthand() {
+        let m = OverlayManifest::parse(
+            r#"
+            name = "insight"
+            version = "2.10.3"
+            author = "forge team"
+            entry_points = ["process", "summarize"]
+            max_memory_mb = 16
+            capabilities = ["capsule:read", { name = "network:http", constraints = { hosts = ["api.example.com"] } }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.capabilities.len(), 2);
+        assert!(m.has_capability(CapabilityName::NetworkHttp));
+        assert_eq!(
+            m.capability(CapabilityName::NetworkHttp).unwrap().constraints.as_ref().unwrap()["hosts"][0],
+            "api.example.com"
+        );
+        assert_eq!(m.entry_points, ["process", "summarize"]);
+        let again = OverlayManifest::parse(&m.to_toml()).unwrap();
+        assert_eq!(again, m);
+    }
+
+    #[test]
+    fn json_is_accepted_and_round_trips() {
+        let m = OverlayManifest::parse(r#"{"name": "a-1", "version": "1.0.0", "max_fuel": 5}"#).unwrap();
+        let back: OverlayManifest = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn every_violation_is_reported_at_once() {
+        let err = OverlayManifest::from_value(json!({
+            "name": "Bad_Name",
+            "version": "1.0",
+            "description": "x".repeat(1001),
+            "author": "y".repeat(101),
+            "capabilities": ["capsule:read", "capsule:read", "teleport"],
+            "max_memory_mb": 513,
+            "max_execution_ms": 99,
+            "max_fuel": 0,
+            "entry_points": ["process", "process", "memory", "9lives"],
+            "colour": "blue"
+        }))
+        .unwrap_err();
+        assert_eq!(err.code.http_status(), 422);
+        let fields = fields_of(err);
+        for expected in [
+            "name",
+            "version",
+            "description",
+            "author",
+            "capabilities[1]",
+            "capabilities[2]",
+            "max_memory_mb",
+            "max_execution_ms",
+            "max_fuel",
+            "entry_points[1]",
+            "entry_points[2]",
+            "entry_points[3]",
+            "colour",
+        ] {
+            assert!(fields.contains(&expected.to_owned()), "missing {expected} in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        let ok = json!({"name": "a", "version": "0.0.1", "max_memory_mb": 512, "max_execution_ms": 100});
+        assert!(OverlayManifest::from_value(ok).is_ok());
+        let ok = json!({"name": "a".repeat(100), "version": "10.20.30", "max_memory_mb": 1, "max_execution_ms": 30000});
+        assert!(OverlayManifest::from_value(ok).is_ok());
+        let too_long = json!({"name": "a".repeat(101), "version": "1.0.0"});
+        assert_eq!(fields_of(OverlayManifest::from_value(too_long).unwrap_err()), ["name"]);
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields() {
+        let err =
+            OverlayManifest::from_value(json!({"max_memory_mb": "lots", "entry_points": []})).unwrap_err();
+        assert_eq!(fields_of(err), ["name", "version", "max_memory_mb", "entry_points"]);
+        assert!(OverlayManifest::from_value(json!([1, 2])).is_err());
+        assert!(OverlayManifest::parse("name = ").unwrap_err().message.contains("TOML"));
+        assert!(OverlayManifest::parse("{\"name\": ").unwrap_err().message.contains("JSON"));
+    }
+
+    #[test]
+    fn version_rules() {
+        for good in ["0.0.0", "1.2.3", "10.0.99"] {
+            assert!(is_plain_semver(good), "{good}");
+        }
+        for bad in ["1.2", "1.2.3-beta", "v1.2.3", "1..3", "1.2.3.4", "a.b.c"] {
+            assert!(!is_plain_semver(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entry_point_rules() {
+        assert!(is_valid_entry_point("process"));
+        assert!(is_valid_entry_point("_private2"));
+        for bad in ["", "9x", "with-dash", "memory", "forge_alloc", "_initialize", "héllo"] {
+            assert!(!is_valid_entry_point(bad), "{bad}");
+        }
+    }
+}

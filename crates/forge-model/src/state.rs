@@ -1,0 +1,168 @@
+//! Overlay lifecycle: states and the one table of allowed transitions.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where an overlay is in its lifecycle. Lower-case on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayState {
+    /// Registered, waiting for an admin to activate it.
+    Pending,
+    /// Invocable.
+    Active,
+    /// Stopped by an admin or operator; an admin may resume it.
+    Suspended,
+    /// Stopped because it failed too often (or by hand); an admin may release it.
+    Quarantined,
+    /// Retired for good; kept for its history.
+    Deprecated,
+}
+
+impl OverlayState {
+    pub const ALL: [OverlayState; 5] = [
+        OverlayState::Pending,
+        OverlayState::Active,
+        OverlayState::Suspended,
+        OverlayState::Quarantined,
+        OverlayState::Deprecated,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OverlayState::Pending => "pending",
+            OverlayState::Active => "active",
+            OverlayState::Suspended => "suspended",
+            OverlayState::Quarantined => "quarantined",
+            OverlayState::Deprecated => "deprecated",
+        }
+    }
+
+    /// The state `action` leads to from this one, if the transition table allows it.
+    pub fn apply(self, action: LifecycleAction) -> Option<OverlayState> {
+        TRANSITIONS.iter().find(|(from, act, _)| *from == self && *act == action).map(|(_, _, to)| *to)
+    }
+}
+
+impl fmt::Display for OverlayState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OverlayState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown overlay state `{s}` (expected pending, active, suspended, quarantined or deprecated)"
+            )
+        })
+    }
+}
+
+/// Something that moves an overlay from one state to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleAction {
+    Activate,
+    Suspend,
+    Resume,
+    Quarantine,
+    Release,
+    Deprecate,
+}
+
+impl LifecycleAction {
+    pub const ALL: [LifecycleAction; 6] = [
+        LifecycleAction::Activate,
+        LifecycleAction::Suspend,
+        LifecycleAction::Resume,
+        LifecycleAction::Quarantine,
+        LifecycleAction::Release,
+        LifecycleAction::Deprecate,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LifecycleAction::Activate => "activate",
+            LifecycleAction::Suspend => "suspend",
+            LifecycleAction::Resume => "resume",
+            LifecycleAction::Quarantine => "quarantine",
+            LifecycleAction::Release => "release",
+            LifecycleAction::Deprecate => "deprecate",
+        }
+    }
+
+    /// Whether the actor must give a reason (recorded in the audit trail).
+    pub const fn requires_reason(self) -> bool {
+        matches!(self, LifecycleAction::Suspend | LifecycleAction::Quarantine)
+    }
+}
+
+impl fmt::Display for LifecycleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every allowed transition: (from, action, to). Anything not listed is refused.
+///
+/// Deprecated is terminal. Quarantine (by hand or automatic) can stop an overlay that is active or
+/// suspended; release puts it back to active with fresh health counters.
+pub const TRANSITIONS: &[(OverlayState, LifecycleAction, OverlayState)] = {
+    use LifecycleAction as A;
+    use OverlayState as S;
+    &[
+        (S::Pending, A::Activate, S::Active),
+        (S::Pending, A::Deprecate, S::Deprecated),
+        (S::Active, A::Suspend, S::Suspended),
+        (S::Active, A::Quarantine, S::Quarantined),
+        (S::Active, A::Deprecate, S::Deprecated),
+        (S::Suspended, A::Resume, S::Active),
+        (S::Suspended, A::Quarantine, S::Quarantined),
+        (S::Suspended, A::Deprecate, S::Deprecated),
+        (S::Quarantined, A::Release, S::Active),
+        (S::Quarantined, A::Deprecate, S::Deprecated),
+    ]
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_a_function_of_state_and_action() {
+        for (i, (from, action, _)) in TRANSITIONS.iter().enumerate() {
+            let later = TRANSITIONS[i + 1..].iter().filter(|(f, a, _)| f == from && a == action);
+            assert_eq!(later.count(), 0, "{from} --{action}--> listed twice");
+        }
+    }
+
+    #[test]
+    fn lifecycle_paths() {
+        use LifecycleAction as A;
+        use OverlayState as S;
+        assert_eq!(S::Pending.apply(A::Activate), Some(S::Active));
+        assert_eq!(S::Active.apply(A::Activate), None);
+        assert_eq!(S::Active.apply(A::Suspend), Some(S::Suspended));
+        assert_eq!(S::Suspended.apply(A::Resume), Some(S::Active));
+        assert_eq!(S::Pending.apply(A::Resume), None);
+        assert_eq!(S::Quarantined.apply(A::Release), Some(S::Active));
+        assert_eq!(S::Active.apply(A::Release), None);
+        for action in LifecycleAction::ALL {
+            assert_eq!(S::Deprecated.apply(action), None, "deprecated is terminal");
+        }
+    }
+
+    #[test]
+    fn states_are_lower_case_on_the_wire() {
+        for state in OverlayState::ALL {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(state.as_str().parse::<OverlayState>().unwrap(), state);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Trust levels shared with the rest of Forge.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How far Forge trusts an overlay, a user or a capsule.
+///
+/// The numeric values are Forge's shared definitions; on the wire a level is its lower-case name
+/// (`"standard"`), and the number (`60`) is accepted too when reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "TrustLevelRepr")]
+pub enum TrustLevel {
+    Quarantine,
+    Sandbox,
+    Standard,
+    Trusted,
+    Core,
+}
+
+impl TrustLevel {
+    pub const ALL: [TrustLevel; 5] = [
+        TrustLevel::Quarantine,
+        TrustLevel::Sandbox,
+        TrustLevel::Standard,
+        TrustLevel::Trusted,
+        TrustLevel::Core,
+    ];
+
+    /// Forge's numeric value of this level.
+    pub const fn value(self) -> u8 {
+        match self {
+            TrustLevel::Quarantine => 0,
+            TrustLevel::Sandbox => 40,
+            TrustLevel::Standard => 60,
+            TrustLevel::Trusted => 80,
+            TrustLevel::Core => 100,
+        }
+    }
+
+    /// The level with this numeric value, if it is one of Forge's.
+    pub fn from_value(value: i64) -> Option<TrustLevel> {
+        Self::ALL.into_iter().find(|level| i64::from(level.value()) == value)
+    }
+
+    /// `a.can_access(b)` iff a >= b: a subject may reach what is trusted no more than itself.
+    pub fn can_access(self, other: TrustLevel) -> bool {
+        self.value() >= other.value()
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TrustLevel::Quarantine => "quarantine",
+            TrustLevel::Sandbox => "sandbox",
+            TrustLevel::Standard => "standard",
+            TrustLevel::Trusted => "trusted",
+            TrustLevel::Core => "core",
+        }
+    }
+}
+
+impl fmt::Display for TrustLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TrustLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|level| level.as_str() == s)
+            .or_else(|| s.parse::<i64>().ok().and_then(Self::from_value))
+            .ok_or_else(|| {
+                format!("unknown trust level `{s}` (expected core, trusted, standard, sandbox or quarantine)")
+            })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TrustLevelRepr {
+    Name(String),
+    Value(i64),
+}
+
+impl TryFrom<TrustLevelRepr> for TrustLevel {
+    type Error = String;
+
+    fn try_from(repr: TrustLevelRepr) -> Result<Self, Self::Error> {
+        match repr {
+            TrustLevelRepr::Name(name) => name.parse(),
+            TrustLevelRepr::Value(value) => {
+                Self::from_value(value).ok_or_else(|| format!("unknown trust level value {value}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_match_forge() {
+        let values: Vec<u8> = TrustLevel::ALL.iter().map(|l| l.value()).collect();
+        assert_eq!(values, [0, 40, 60, 80, 100]);
+    }
+
+    #[test]
+    fn can_access_is_greater_or_equal() {
+        for a in TrustLevel::ALL {
+            for b in TrustLevel::ALL {
+                assert_eq!(a.can_access(b), a.value() >= b.value(), "{a} vs {b}");
+            }
+        }
+        assert!(TrustLevel::Core.can_access(TrustLevel::Sandbox));
+        assert!(!TrustLevel::Sandbox.can_access(TrustLevel::Standard));
+    }
+
+    #[test]
+    fn wire_format_is_lower_case_name_and_accepts_numbers() {
+        assert_eq!(serde_json::to_string(&TrustLevel::Trusted).unwrap(), "\"trusted\"");
+        let parsed: TrustLevel = serde_json::from_str("\"sandbox\"").unwrap();
+        assert_eq!(parsed, TrustLevel::Sandbox);
+        let parsed: TrustLevel = serde_json::from_str("80").unwrap();
+        assert_eq!(parsed, TrustLevel::Trusted);
+        assert!(serde_json::from_str::<TrustLevel>("\"root\"").is_err());
+        assert!(serde_json::from_str::<TrustLevel>("50").is_err());
+    }
+}

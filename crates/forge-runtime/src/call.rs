@@ -1,0 +1,310 @@
+//! One invocation: a fresh store and instance, the ABI's calling sequence, and the classification of
+//! everything that can go wrong into an [`OverlayResult`].
+
+use crate::host::RequestContext;
+use crate::log::{CallLog, SharedLog};
+use crate::runtime::PreparedOverlay;
+use forge_model::invocation::messages;
+use forge_model::{ErrorKind, OverlayResult};
+use serde_json::{Map, Value};
+use std::time::Instant;
+use wasmtime::{AsContext, AsContextMut, Extern, Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+/// Ends a call from inside a host function or the memory limiter, with the failure it should report.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Abort {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Abort {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Abort { kind, message: message.into() }
+    }
+}
+
+/// Byte limits of one call, copied from the runtime's config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallLimits {
+    pub max_input_bytes: usize,
+    pub max_output_bytes: usize,
+    pub max_log_bytes: usize,
+}
+
+/// Everything a store holds for one call.
+pub(crate) struct CallState {
+    pub limits: CallLimits,
+    pub log: SharedLog,
+    pub deadline: Instant,
+    pub timeout_ms: u32,
+    memory_limit_bytes: usize,
+    memory: Option<Memory>,
+    alloc: Option<TypedFunc<i32, i32>>,
+    request: Option<RequestContext>,
+    wasi: Option<WasiP1Ctx>,
+}
+
+impl CallState {
+    pub(crate) fn request_context(&self) -> &RequestContext {
+        self.request.as_ref().expect("request functions are linked only for overlays given a request context")
+    }
+
+    pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
+        self.wasi.as_mut().expect("WASI is linked only for overlays given a WASI context")
+    }
+
+    /// `len` bytes of guest memory at `ptr`, refused past `max` or outside memory.
+    pub(crate) fn guest_bytes<'a>(
+        &self,
+        store: &'a impl AsContext,
+        ptr: i32,
+        len: i32,
+        max: usize,
+    ) -> Result<&'a [u8], Abort> {
+        let memory = self.memory.ok_or_else(|| {
+            Abort::new(ErrorKind::OverlayError, "host function called before the instance was ready")
+        })?;
+        let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+        if len > max {
+            return Err(Abort::new(
+                ErrorKind::OverlayError,
+                format!("host call argument of {len} bytes exceeds {max}"),
+            ));
+        }
+        memory.data(store).get(start..start + len).ok_or_else(|| {
+            Abort::new(ErrorKind::OverlayError, "host call argument lies outside guest memory")
+        })
+    }
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit_bytes {
+            return Err(Abort::new(
+                ErrorKind::MemoryLimit,
+                format!(
+                    "memory limit exceeded: growing to {desired} bytes is over max_memory_mb = {}",
+                    self.memory_limit_bytes >> 20
+                ),
+            )
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables cost host memory too; the pool's per-table bound applies beneath this.
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Largest table a guest may grow to.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Copies `bytes` into memory the guest allocates with `forge_alloc`; returns `(ptr << 32) | len`.
+pub(crate) fn write_to_guest(
+    mut store: impl AsContextMut<Data = CallState>,
+    bytes: &[u8],
+) -> wasmtime::Result<i64> {
+    let state = store.as_context().data();
+    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory) else {
+        return Err(Abort::new(
+            ErrorKind::OverlayError,
+            "host function called before the instance was ready",
+        )
+        .into());
+    };
+    let len =
+        i32::try_from(bytes.len()).map_err(|_| Abort::new(ErrorKind::HostError, "response too large"))?;
+    let ptr = alloc.call(&mut store, len)?;
+    if ptr == 0 && len > 0 {
+        return Err(Abort::new(ErrorKind::OverlayError, format!("forge_alloc({len}) returned 0")).into());
+    }
+    memory.write(&mut store, ptr as u32 as usize, bytes).map_err(|_| {
+        Abort::new(ErrorKind::OverlayError, format!("forge_alloc({len}) returned an address outside memory"))
+    })?;
+    Ok((i64::from(ptr as u32) << 32) | i64::from(len))
+}
+
+/// What one call produced: its result and its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    pub result: OverlayResult,
+    pub log: CallLog,
+}
+
+/// How one call is set up.
+pub(crate) struct CallPlan<'a> {
+    pub prepared: &'a PreparedOverlay,
+    pub entry_point: &'a wasmtime::ModuleExport,
+    pub input: &'a [u8],
+    pub timeout_ms: u32,
+    pub deadline_ticks: u64,
+    pub limits: CallLimits,
+    pub request: Option<RequestContext>,
+}
+
+/// Runs one call in a fresh store. Never panics on guest behaviour; every failure is a result.
+pub(crate) fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome {
+    let started = Instant::now();
+    let prepared = plan.prepared;
+    let log = SharedLog::new(plan.limits.max_log_bytes);
+    let wasi = prepared.uses_wasi().then(|| crate::runtime::wasi_context(&log));
+    let state = CallState {
+        limits: plan.limits,
+        log: log.clone(),
+        deadline: started + std::time::Duration::from_millis(u64::from(plan.timeout_ms)),
+        timeout_ms: plan.timeout_ms,
+        memory_limit_bytes: (prepared.max_memory_mb() as usize) << 20,
+        memory: None,
+        alloc: None,
+        request: plan.request,
+        wasi,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| state);
+    let max_fuel = prepared.max_fuel();
+    let outcome = store.set_fuel(max_fuel).and_then(|()| {
+        store.set_epoch_deadline(plan.deadline_ticks);
+        execute(&mut store, prepared, plan.entry_point, plan.input, plan.limits.max_output_bytes)
+    });
+    let fuel_consumed = max_fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    drop(store);
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    let result = match outcome {
+        Ok(Ok(result)) => OverlayResult::ok(result, elapsed_ms, fuel_consumed),
+        Ok(Err(abort)) => OverlayResult::failed(abort.kind, abort.message, elapsed_ms, fuel_consumed),
+        Err(error) => {
+            let (kind, message) = classify(&error, plan.timeout_ms);
+            OverlayResult::failed(kind, message, elapsed_ms, fuel_consumed)
+        }
+    };
+    CallOutcome { result, log: log.finish() }
+}
+
+/// The ABI v1 calling sequence. The outer error is anything Wasmtime raised (traps, aborts); the
+/// inner one is a result the host rejects.
+fn execute(
+    store: &mut Store<CallState>,
+    prepared: &PreparedOverlay,
+    entry_point: &wasmtime::ModuleExport,
+    input: &[u8],
+    max_output_bytes: usize,
+) -> wasmtime::Result<Result<Option<Map<String, Value>>, Abort>> {
+    let instance = prepared.instance_pre().instantiate(&mut *store)?;
+    let exports = prepared.exports();
+    let func = |store: &mut Store<CallState>, export| match instance.get_module_export(store, export) {
+        Some(Extern::Func(func)) => Ok(func),
+        _ => Err(Abort::new(ErrorKind::OverlayError, "a checked export is missing")),
+    };
+    let Some(Extern::Memory(memory)) = instance.get_module_export(&mut *store, &exports.memory) else {
+        return Ok(Err(Abort::new(ErrorKind::OverlayError, "the module does not export `memory`")));
+    };
+    let alloc = func(store, &exports.alloc)?.typed::<i32, i32>(&*store)?;
+    let state = store.data_mut();
+    state.memory = Some(memory);
+    state.alloc = Some(alloc);
+    if let Some(initialize) = &exports.initialize {
+        func(store, initialize)?.typed::<(), ()>(&*store)?.call(&mut *store, ())?;
+    }
+    let entry = func(store, entry_point)?.typed::<(i32, i32), i64>(&*store)?;
+    let packed = write_to_guest(&mut *store, input)?;
+    let (ptr, len) = ((packed >> 32) as i32, packed as i32);
+    let packed = entry.call(&mut *store, (ptr, len))? as u64;
+    Ok(read_result(memory.data(&*store), packed, max_output_bytes))
+}
+
+/// Reads the entry point's packed `(ptr << 32) | len` result: a JSON object, or null when len is 0.
+fn read_result(
+    memory: &[u8],
+    packed: u64,
+    max_output_bytes: usize,
+) -> Result<Option<Map<String, Value>>, Abort> {
+    let invalid = |message: String| Abort::new(ErrorKind::InvalidOutput, message);
+    let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > max_output_bytes {
+        return Err(invalid(format!("result of {len} bytes exceeds the limit of {max_output_bytes} bytes")));
+    }
+    let bytes = memory.get(ptr..ptr + len).ok_or_else(|| {
+        invalid(format!("result at {ptr}..{} lies outside guest memory ({} bytes)", ptr + len, memory.len()))
+    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| invalid(format!("result is not UTF-8: {e}")))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(Some(object)),
+        Ok(other) => Err(invalid(format!("result must be a JSON object, not {}", json_kind(&other)))),
+        Err(e) => Err(invalid(format!("result is not valid JSON: {e}"))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Maps an error Wasmtime raised during a call to the failure it reports.
+fn classify(error: &wasmtime::Error, timeout_ms: u32) -> (ErrorKind, String) {
+    if let Some(abort) = error.downcast_ref::<Abort>() {
+        return (abort.kind, abort.message.clone());
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => (ErrorKind::FuelExhausted, messages::FUEL_EXHAUSTED.to_owned()),
+            Trap::Interrupt => (ErrorKind::Timeout, messages::timed_out(timeout_ms)),
+            Trap::StackOverflow => (ErrorKind::Trap, "stack overflow: call stack exhausted".to_owned()),
+            other => (ErrorKind::Trap, format!("trap: {other}")),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (ErrorKind::OverlayError, format!("the overlay called proc_exit({})", exit.0));
+    }
+    tracing::warn!(error = format!("{error:#}"), "invocation failed in the host");
+    (ErrorKind::HostError, format!("host error: {error:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(ptr: u64, len: u64) -> u64 {
+        (ptr << 32) | len
+    }
+
+    #[test]
+    fn result_reading() {
+        let mut memory = vec![0u8; 64];
+        memory[8..19].copy_from_slice(br#"{"a": true}"#);
+        memory[30..33].copy_from_slice(&[b'"', 0xff, b'"']);
+        memory[40..43].copy_from_slice(b"[1]");
+        memory[44..46].copy_from_slice(b"{x");
+        assert_eq!(read_result(&memory, pack(8, 11), 100).unwrap().unwrap()["a"], true);
+        assert_eq!(read_result(&memory, pack(999, 0), 100).unwrap(), None, "len 0 is null");
+        let err = |packed, max| read_result(&memory, packed, max).unwrap_err().message;
+        assert!(err(pack(60, 11), 100).contains("outside guest memory"));
+        assert!(err(pack(8, 11), 10).contains("exceeds the limit"));
+        assert!(err(pack(30, 3), 100).contains("not UTF-8"));
+        assert!(err(pack(40, 3), 100).contains("not an array"));
+        assert!(err(pack(44, 2), 100).contains("not valid JSON"));
+        assert!(err(pack(u32::MAX as u64, u32::MAX as u64), usize::MAX).contains("outside"));
+    }
+}

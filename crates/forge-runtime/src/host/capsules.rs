@@ -1,0 +1,165 @@
+//! `capsule_read`, `capsule_search`, `capsule_create`: Forge's capsules, filtered by the overlay's trust.
+
+use super::{HandlerFuture, HostCallError, RequestContext, parse_request, to_answer};
+use crate::call::Abort;
+use forge_model::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule, TrustLevel};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Where capsules live. The service backs it with its database; [`InMemoryCapsules`] serves local runs
+/// and tests.
+#[async_trait::async_trait]
+pub trait CapsuleStore: Send + Sync + 'static {
+    async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError>;
+    /// Best matches first, only capsules `max_trust` can access, content cut to 500 characters.
+    async fn search(
+        &self,
+        query: &str,
+        limit: u32,
+        max_trust: TrustLevel,
+    ) -> Result<Vec<CapsuleHit>, HostCallError>;
+    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError>;
+}
+
+/// Most hits one search returns.
+pub const MAX_SEARCH_LIMIT: u32 = 100;
+const DEFAULT_SEARCH_LIMIT: u32 = 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadRequest {
+    id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    query: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    content: String,
+    #[serde(rename = "type")]
+    capsule_type: CapsuleType,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+}
+
+/// A capsule the overlay may not see is answered exactly like a missing one.
+pub(crate) fn read(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.services.capsules.clone();
+    let trust = context.identity.trust_level;
+    Ok(Box::pin(async move {
+        let ReadRequest { id } = parse_request(request)?;
+        match store.read(id).await? {
+            Some(capsule) if trust.can_access(capsule.trust_level) => to_answer(capsule),
+            _ => Err(HostCallError::refused("not_found", format!("capsule {id} not found"))),
+        }
+    }))
+}
+
+pub(crate) fn search(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.services.capsules.clone();
+    let trust = context.identity.trust_level;
+    Ok(Box::pin(async move {
+        let SearchRequest { query, limit } = parse_request(request)?;
+        let limit = limit.unwrap_or(DEFAULT_SEARCH_LIMIT).clamp(1, MAX_SEARCH_LIMIT);
+        let mut hits = store.search(&query, limit, trust).await?;
+        // The store filters already; the host re-checks, since trust is its promise to keep.
+        hits.retain(|hit| trust.can_access(hit.capsule.trust_level));
+        hits.truncate(limit as usize);
+        to_answer(hits)
+    }))
+}
+
+/// The new capsule gets the overlay's trust level and records which overlay made it.
+pub(crate) fn create(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.services.capsules.clone();
+    let identity = context.identity.clone();
+    Ok(Box::pin(async move {
+        let CreateRequest { content, capsule_type, mut metadata } = parse_request(request)?;
+        if let Some(id) = identity.id {
+            metadata.insert("created_by_overlay".into(), id.to_string().into());
+        }
+        metadata.insert("overlay_name".into(), identity.name.to_string().into());
+        let capsule = NewCapsule {
+            content,
+            capsule_type,
+            trust_level: identity.trust_level,
+            metadata,
+            owner: None,
+            created_by_overlay: identity.id,
+        };
+        capsule.validate().map_err(|e| HostCallError::refused("invalid_request", e.message))?;
+        to_answer(store.create(capsule).await?)
+    }))
+}
+
+/// Capsules held in memory, searched by counting query words. For local runs and tests; the service
+/// uses its database's full-text search.
+#[derive(Default)]
+pub struct InMemoryCapsules {
+    capsules: Mutex<Vec<Capsule>>,
+}
+
+impl InMemoryCapsules {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Capsule>> {
+        self.capsules.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every capsule stored so far, oldest first.
+    pub fn all(&self) -> Vec<Capsule> {
+        self.lock().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl CapsuleStore for InMemoryCapsules {
+    async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError> {
+        Ok(self.lock().iter().find(|c| c.id == id).cloned())
+    }
+
+    async fn search(
+        &self,
+        query: &str,
+        limit: u32,
+        max_trust: TrustLevel,
+    ) -> Result<Vec<CapsuleHit>, HostCallError> {
+        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        let mut hits: Vec<CapsuleHit> = self
+            .lock()
+            .iter()
+            .filter(|c| max_trust.can_access(c.trust_level))
+            .filter_map(|c| {
+                let content = c.content.to_lowercase();
+                let score = words.iter().map(|w| content.matches(w.as_str()).count()).sum::<usize>();
+                (score > 0).then(|| CapsuleHit { capsule: CapsulePreview::of(c), score: score as f64 })
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(limit as usize);
+        Ok(hits)
+    }
+
+    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
+        let capsule = Capsule {
+            id: Uuid::now_v7(),
+            content: capsule.content,
+            capsule_type: capsule.capsule_type,
+            trust_level: capsule.trust_level,
+            version: 1,
+            metadata: capsule.metadata,
+            owner: capsule.owner,
+            created_by_overlay: capsule.created_by_overlay,
+            created_at: chrono::Utc::now(),
+        };
+        self.lock().push(capsule.clone());
+        Ok(capsule)
+    }
+}

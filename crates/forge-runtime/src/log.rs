@@ -1,0 +1,205 @@
+//! The bounded log of one call: `log_info` / `log_error` lines and WASI stdout / stderr.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// What a call logged, capped at a byte budget; bytes past the budget are dropped and counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLog {
+    pub lines: Vec<LogLine>,
+    pub dropped_bytes: u64,
+}
+
+/// The log being written during a call. Shared with the WASI output streams, hence the mutex
+/// (uncontended: one call runs on one thread).
+#[derive(Clone)]
+pub(crate) struct SharedLog(Arc<Mutex<LogState>>);
+
+struct LogState {
+    log: CallLog,
+    budget: usize,
+    /// Unterminated text written to stdout / stderr, completed by a later newline or at the end.
+    partial: [Vec<u8>; 2],
+}
+
+impl SharedLog {
+    pub(crate) fn new(budget: usize) -> Self {
+        SharedLog(Arc::new(Mutex::new(LogState {
+            log: CallLog::default(),
+            budget,
+            partial: Default::default(),
+        })))
+    }
+
+    fn state(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding this lock cannot leave it inconsistent: recover the data.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends one line (lossy UTF-8), or counts it as dropped when over budget.
+    pub(crate) fn push(&self, level: LogLevel, bytes: &[u8]) {
+        self.state().push(level, bytes);
+    }
+
+    /// Appends stream output, splitting it into lines.
+    pub(crate) fn write_stream(&self, level: LogLevel, bytes: &[u8]) {
+        let mut state = self.state();
+        let slot = level as usize;
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut state.partial[slot]);
+            line.extend_from_slice(&rest[..newline]);
+            state.push(level, &line);
+            rest = &rest[newline + 1..];
+        }
+        // Keep at most the remaining budget of an unterminated line; count the rest as dropped.
+        let room = state.budget.saturating_sub(state.partial[slot].len());
+        let kept = rest.len().min(room);
+        state.partial[slot].extend_from_slice(&rest[..kept]);
+        state.log.dropped_bytes += (rest.len() - kept) as u64;
+    }
+
+    /// The finished log, with any unterminated stream output as a last line.
+    pub(crate) fn finish(self) -> CallLog {
+        let mut state = self.state();
+        for level in [LogLevel::Info, LogLevel::Error] {
+            let line = std::mem::take(&mut state.partial[level as usize]);
+            if !line.is_empty() {
+                state.push(level, &line);
+            }
+        }
+        std::mem::take(&mut state.log)
+    }
+}
+
+impl LogState {
+    fn push(&mut self, level: LogLevel, bytes: &[u8]) {
+        if bytes.len() > self.budget {
+            self.log.dropped_bytes += bytes.len() as u64;
+            return;
+        }
+        self.budget -= bytes.len();
+        self.log.lines.push(LogLine { level, message: String::from_utf8_lossy(bytes).into_owned() });
+    }
+}
+
+/// WASI stdout / stderr of a call, feeding its log.
+pub(crate) mod wasi_stream {
+    use super::{LogLevel, SharedLog};
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+    use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+    #[derive(Clone)]
+    pub(crate) struct LogStream {
+        pub(crate) log: SharedLog,
+        pub(crate) level: LogLevel,
+    }
+
+    impl IsTerminal for LogStream {
+        fn is_terminal(&self) -> bool {
+            false
+        }
+    }
+
+    impl StdoutStream for LogStream {
+        fn p2_stream(&self) -> Box<dyn OutputStream> {
+            Box::new(self.clone())
+        }
+        fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+            Box::new(self.clone())
+        }
+    }
+
+    /// Always ready and never full: output past the log budget is dropped and counted, not refused,
+    /// so a chatty guest is never failed for logging.
+    #[wasmtime_wasi::async_trait]
+    impl Pollable for LogStream {
+        async fn ready(&mut self) {}
+    }
+
+    impl OutputStream for LogStream {
+        fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+            self.log.write_stream(self.level, &bytes);
+            Ok(())
+        }
+        fn flush(&mut self) -> StreamResult<()> {
+            Ok(())
+        }
+        fn check_write(&mut self) -> StreamResult<usize> {
+            Ok(usize::MAX)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for LogStream {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.log.write_stream(self.level, buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_over_budget_are_dropped_and_counted() {
+        let log = SharedLog::new(10);
+        log.push(LogLevel::Info, b"hello");
+        log.push(LogLevel::Error, b"too long line");
+        log.push(LogLevel::Info, b"world");
+        log.push(LogLevel::Info, b"!");
+        let log = log.finish();
+        assert_eq!(log.lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["hello", "world"]);
+        assert_eq!(log.dropped_bytes, 14);
+    }
+
+    #[test]
+    fn stream_output_is_split_into_lines() {
+        let log = SharedLog::new(100);
+        log.write_stream(LogLevel::Info, b"a\nb");
+        log.write_stream(LogLevel::Error, b"err\n");
+        log.write_stream(LogLevel::Info, b"c\nd");
+        let log = log.finish();
+        let lines: Vec<_> = log.lines.iter().map(|l| (l.level, l.message.as_str())).collect();
+        assert_eq!(
+            lines,
+            [(LogLevel::Info, "a"), (LogLevel::Error, "err"), (LogLevel::Info, "bc"), (LogLevel::Info, "d")]
+        );
+    }
+
+    #[test]
+    fn endless_unterminated_stream_stays_bounded() {
+        let log = SharedLog::new(16);
+        for _ in 0..1000 {
+            log.write_stream(LogLevel::Info, b"xxxxxxxx");
+        }
+        let log = log.finish();
+        assert_eq!(log.lines.len(), 1);
+        assert_eq!(log.lines[0].message.len(), 16);
+        assert_eq!(log.dropped_bytes, 8000 - 16);
+    }
+}

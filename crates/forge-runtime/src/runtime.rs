@@ -1,0 +1,333 @@
+//! The engine, its epoch ticker, the module cache, and the entry points `prepare` and `invoke`.
+
+use crate::abi::{self, ModuleInfo};
+use crate::call::{self, CallLimits, CallOutcome, CallPlan, CallState};
+use crate::config::RuntimeConfig;
+use crate::host::{self, HostServices, OverlayIdentity, RequestContext};
+use crate::log::{LogLevel, SharedLog, wasi_stream::LogStream};
+use forge_model::{CapabilityName, ErrorCode, ForgeError, OverlayInvocation, OverlayManifest};
+use sha2::{Digest, Sha256};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
+    PoolingAllocationConfig,
+};
+
+/// Hex SHA-256 of a binary: its identity in the module cache and the object store.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Runs overlays. One per process: it owns the engine, the instance pool and the epoch ticker.
+/// Cheap to clone; safe to share across threads.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    config: RuntimeConfig,
+    modules: Mutex<lru::LruCache<String, Module>>,
+    services: HostServices,
+    ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine with fuel, epoch interruption and the pooling allocator, and starts the ticker.
+    pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Runtime, ForgeError> {
+        let engine = Engine::new(&engine_config(&config)?)
+            .map_err(|e| ForgeError::internal(format!("cannot start the WebAssembly engine: {e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        let entries = NonZeroUsize::new(config.module_cache_entries).unwrap_or(NonZeroUsize::MIN);
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                modules: Mutex::new(lru::LruCache::new(entries)),
+                services,
+                ticker,
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Compiles a binary, or takes it from the cache by SHA-256 (malformed input is a validation error).
+    pub fn compile(&self, wasm: &[u8]) -> Result<Module, ForgeError> {
+        let hash = sha256_hex(wasm);
+        if let Some(module) = self.lock_modules().get(&hash) {
+            return Ok(module.clone());
+        }
+        let module = Module::from_binary(&self.inner.engine, wasm)
+            .map_err(|e| ForgeError::validation(format!("the module does not compile: {e:#}")))?;
+        self.lock_modules().put(hash, module.clone());
+        Ok(module)
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Module>> {
+        self.inner.modules.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The registration checks of the ABI, without linking: compile and check against the manifest.
+    pub fn check(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<ModuleInfo, ForgeError> {
+        abi::check_module(&self.compile(wasm)?, manifest)
+    }
+
+    /// Checks a module and pre-links it for its manifest's grants, ready for any number of calls.
+    pub fn prepare(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<PreparedOverlay, ForgeError> {
+        let module = self.compile(wasm)?;
+        let info = abi::check_module(&module, manifest)?;
+        let link_error =
+            |e: wasmtime::Error| ForgeError::validation(format!("the module cannot be linked: {e:#}"));
+        let mut linker = Linker::<CallState>::new(&self.inner.engine);
+        host::link(&mut linker, &info.host_imports).map_err(link_error)?;
+        if info.uses_wasi {
+            link_wasi(&mut linker).map_err(link_error)?;
+        }
+        let pre = linker.instantiate_pre(&module).map_err(link_error)?;
+        let export = |name: &str| module.get_export_index(name).expect("checked by check_module");
+        let exports = Exports {
+            memory: export(abi::MEMORY_EXPORT),
+            alloc: export(abi::ALLOC_EXPORT),
+            initialize: info.has_initialize.then(|| export(abi::INITIALIZE_EXPORT)),
+            entry_points: manifest.entry_points.iter().map(|name| (name.clone(), export(name))).collect(),
+        };
+        let http_hosts = manifest
+            .capability(CapabilityName::NetworkHttp)
+            .and_then(|c| c.constraints.as_ref())
+            .and_then(|c| c.get("hosts"))
+            .and_then(|hosts| serde_json::from_value::<Vec<String>>(hosts.clone()).ok())
+            .unwrap_or_default();
+        Ok(PreparedOverlay {
+            pre,
+            exports,
+            needs_request_context: info.host_imports.iter().any(|f| f.returns_response()),
+            info,
+            grants: Arc::new(Grants { http_hosts }),
+            max_fuel: manifest.max_fuel,
+            max_memory_mb: manifest.max_memory_mb,
+            max_execution_ms: manifest.max_execution_ms,
+        })
+    }
+
+    /// Runs one invocation in a fresh instance. `Err` means it was refused before running (invalid
+    /// invocation, unknown entry point, input too large); every failure of the guest is an `Ok`
+    /// outcome with `success == false`.
+    ///
+    /// Blocks the calling thread for up to the call's deadline: run it on a blocking thread.
+    pub fn invoke(
+        &self,
+        prepared: &PreparedOverlay,
+        identity: &OverlayIdentity,
+        invocation: &OverlayInvocation,
+    ) -> Result<CallOutcome, ForgeError> {
+        invocation.validate()?;
+        let entry_point = prepared.entry_point(&invocation.function)?;
+        let input =
+            serde_json::to_vec(&invocation.args).map_err(|e| ForgeError::validation(e.to_string()))?;
+        let config = &self.inner.config;
+        if input.len() > config.max_input_bytes {
+            return Err(ForgeError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("args of {} bytes exceed the limit of {} bytes", input.len(), config.max_input_bytes),
+            ));
+        }
+        let timeout_ms = invocation.effective_timeout_ms(prepared.max_execution_ms);
+        let request = prepared.needs_request_context.then(|| RequestContext {
+            services: self.inner.services.clone(),
+            identity: identity.clone(),
+            grants: prepared.grants.clone(),
+        });
+        let plan = CallPlan {
+            prepared,
+            entry_point,
+            input: &input,
+            timeout_ms,
+            deadline_ticks: self.inner.ticker.ticks_for(Duration::from_millis(u64::from(timeout_ms))),
+            limits: CallLimits {
+                max_input_bytes: config.max_input_bytes,
+                max_output_bytes: config.max_output_bytes,
+                max_log_bytes: config.max_log_bytes,
+            },
+            request,
+        };
+        Ok(call::run(&self.inner.engine, plan))
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(config.max_instances)
+        .total_memories(config.max_instances)
+        .total_tables(config.max_instances)
+        .max_memory_size((config.max_memory_mb as usize) << 20)
+        .table_elements(call::MAX_TABLE_ELEMENTS)
+        .linear_memory_keep_resident(config.memory_keep_resident)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    let mut wasm = Config::new();
+    wasm.consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack)
+        .wasm_component_model(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &config.compiled_cache_dir {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = wasmtime::Cache::new(cache).map_err(|e| {
+            ForgeError::internal(format!("compiled-module cache at {}: {e:#}", dir.display()))
+        })?;
+        wasm.cache(Some(cache));
+    }
+    Ok(wasm)
+}
+
+/// WASI preview 1, locked down: no args, no env, no preopens, no sockets; stdout / stderr to the log.
+fn link_wasi(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_sync(linker, CallState::wasi)?;
+    // Waiting in `poll_oneoff` would hold the thread beyond the call's deadline, where no epoch check
+    // can stop it; guests get ENOTSUP (58) instead of sleeping.
+    linker.allow_shadowing(true);
+    linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { 58 })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+pub(crate) fn wasi_context(log: &SharedLog) -> wasmtime_wasi::p1::WasiP1Ctx {
+    wasmtime_wasi::WasiCtxBuilder::new()
+        .stdout(LogStream { log: log.clone(), level: LogLevel::Info })
+        .stderr(LogStream { log: log.clone(), level: LogLevel::Error })
+        .build_p1()
+}
+
+/// What each call of an overlay may reach beyond the always-granted functions.
+pub(crate) struct Grants {
+    /// Hosts `http_request` may reach (`constraints.hosts` of `network:http`).
+    pub http_hosts: Vec<String>,
+}
+
+pub(crate) struct Exports {
+    pub memory: ModuleExport,
+    pub alloc: ModuleExport,
+    pub initialize: Option<ModuleExport>,
+    pub entry_points: Vec<(String, ModuleExport)>,
+}
+
+/// A checked, pre-linked overlay: instantiating it per call costs no lookups by name.
+pub struct PreparedOverlay {
+    pre: InstancePre<CallState>,
+    exports: Exports,
+    info: ModuleInfo,
+    grants: Arc<Grants>,
+    needs_request_context: bool,
+    max_fuel: u64,
+    max_memory_mb: u32,
+    max_execution_ms: u32,
+}
+
+impl PreparedOverlay {
+    /// What the registration checks learnt about the module.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+
+    pub fn entry_points(&self) -> impl Iterator<Item = &str> {
+        self.exports.entry_points.iter().map(|(name, _)| name.as_str())
+    }
+
+    fn entry_point(&self, function: &str) -> Result<&ModuleExport, ForgeError> {
+        self.exports
+            .entry_points
+            .iter()
+            .find(|(name, _)| name == function)
+            .map(|(_, export)| export)
+            .ok_or_else(|| {
+                let available: Vec<&str> = self.entry_points().collect();
+                ForgeError::validation(format!(
+                    "`{function}` is not an entry point of this overlay (available: {})",
+                    available.join(", ")
+                ))
+                .with_detail("available", available)
+            })
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<CallState> {
+        &self.pre
+    }
+    pub(crate) fn exports(&self) -> &Exports {
+        &self.exports
+    }
+    pub(crate) fn uses_wasi(&self) -> bool {
+        self.info.uses_wasi
+    }
+    pub(crate) fn max_fuel(&self) -> u64 {
+        self.max_fuel
+    }
+    pub(crate) fn max_memory_mb(&self) -> u32 {
+        self.max_memory_mb
+    }
+}
+
+/// Advances the engine's epoch at a fixed period, on a schedule that does not drift, so that a
+/// deadline counted in ticks is a deadline in wall-clock time. One ticker serves every call;
+/// cancelling one call never touches the epoch.
+struct EpochTicker {
+    period: Duration,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, period: Duration) -> Self {
+        let period = period.max(Duration::from_micros(100));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("forge-epoch".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut ticks: u64 = 0;
+                while !stopping.load(Ordering::Relaxed) {
+                    let due = start + period * (ticks as u32 + 1);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    // Catch up after oversleeping, so the epoch tracks elapsed time.
+                    let elapsed_ticks = (start.elapsed().as_nanos() / period.as_nanos()) as u64;
+                    while ticks < elapsed_ticks {
+                        engine.increment_epoch();
+                        ticks += 1;
+                    }
+                }
+            })
+            .expect("cannot start the epoch ticker thread");
+        EpochTicker { period, stop, thread: Some(thread) }
+    }
+
+    /// Ticks until a deadline `timeout` from now: never early, at most about one period late.
+    fn ticks_for(&self, timeout: Duration) -> u64 {
+        (timeout.as_nanos().div_ceil(self.period.as_nanos()) as u64) + 1
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Accepts WebAssembly binary or text (`.wat`), returning the binary.
+pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ForgeError> {
+    wat::parse_bytes(bytes)
+        .map_err(|e| ForgeError::validation(format!("not WebAssembly binary or text: {e}")))
+}

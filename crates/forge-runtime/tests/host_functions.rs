@@ -1,0 +1,208 @@
+//! Host functions as a guest sees them: capsules through their trust filter, HTTP through its
+//! allow-list, host faults and slow backends bounded by the call's deadline.
+
+mod common;
+use common::*;
+use forge_model::{Capsule, CapsuleHit, CapsuleType, ErrorKind, NewCapsule, OverlayInvocation, TrustLevel};
+use forge_runtime::{
+    CapsuleStore, HostCallError, HostServices, InMemoryCapsules, NoNetwork, OverlayIdentity,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A guest whose `process` hands its input to host function `name` and returns the host's answer.
+fn proxy(name: &str) -> Vec<u8> {
+    guest(
+        &format!(r#"(import "forge" "{name}" (func $host (param i32 i32) (result i64)))"#),
+        r#"(func (export "process") (param $ptr i32) (param $len i32) (result i64)
+             (call $host (local.get $ptr) (local.get $len)))"#,
+    )
+}
+
+fn capsule_store() -> Arc<InMemoryCapsules> {
+    let store = Arc::new(InMemoryCapsules::default());
+    let rt = io();
+    for (content, trust) in [
+        ("rust overlays compile to wasm", TrustLevel::Sandbox),
+        ("wasm sandboxes keep overlays apart", TrustLevel::Standard),
+        ("core secrets about wasm", TrustLevel::Core),
+    ] {
+        let capsule = NewCapsule {
+            content: content.into(),
+            capsule_type: CapsuleType::Knowledge,
+            trust_level: trust,
+            metadata: Default::default(),
+            owner: Some("alice".into()),
+            created_by_overlay: None,
+        };
+        rt.block_on(store.create(capsule)).unwrap();
+    }
+    store
+}
+
+fn call_as(
+    services: HostServices,
+    function: &str,
+    capabilities: &str,
+    trust: TrustLevel,
+    request: Value,
+) -> forge_runtime::CallOutcome {
+    let rt = runtime_with(services);
+    let prepared = rt.prepare(&manifest(capabilities), &proxy(function)).unwrap();
+    let me = OverlayIdentity { id: Some(uuid::Uuid::nil()), name: "reader".into(), trust_level: trust };
+    let invocation =
+        OverlayInvocation { timeout_ms: Some(300), ..OverlayInvocation::new("process", args(request)) };
+    rt.invoke(&prepared, &me, &invocation).unwrap()
+}
+
+fn services(store: Arc<InMemoryCapsules>) -> HostServices {
+    HostServices { capsules: store, http: Arc::new(NoNetwork), io: Some(io()) }
+}
+
+const READ: &str = r#"capabilities = ["capsule:read"]"#;
+
+#[test]
+fn capsule_read_hides_what_the_overlay_may_not_see() {
+    let store = capsule_store();
+    let all = store.all();
+    let (sandbox, core) = (&all[0], &all[2]);
+    let answer = |id: &uuid::Uuid, trust| {
+        let outcome = call_as(services(store.clone()), "capsule_read", READ, trust, json!({"id": id}));
+        assert!(outcome.result.success, "{:?}", outcome.result);
+        outcome.result.result.unwrap()
+    };
+    let seen = answer(&sandbox.id, TrustLevel::Standard);
+    let capsule: Capsule = serde_json::from_value(seen["ok"].clone()).unwrap();
+    assert_eq!(capsule.content, sandbox.content);
+    let hidden = answer(&core.id, TrustLevel::Standard);
+    let missing = answer(&uuid::Uuid::now_v7(), TrustLevel::Standard);
+    assert_eq!(hidden["error"]["code"], "not_found");
+    assert_eq!(missing["error"]["code"], "not_found");
+    assert_eq!(
+        hidden["error"]["message"],
+        format!("capsule {} not found", core.id),
+        "same words as a missing one"
+    );
+    assert_eq!(answer(&core.id, TrustLevel::Core)["ok"]["content"], core.content);
+}
+
+#[test]
+fn capsule_search_filters_by_trust_and_ranks() {
+    let store = capsule_store();
+    let outcome = call_as(
+        services(store),
+        "capsule_search",
+        READ,
+        TrustLevel::Standard,
+        json!({"query": "wasm overlays", "limit": 10}),
+    );
+    let hits: Vec<CapsuleHit> = serde_json::from_value(outcome.result.result.unwrap()["ok"].clone()).unwrap();
+    assert_eq!(hits.len(), 2, "the core capsule is filtered out");
+    assert!(hits.iter().all(|h| h.capsule.trust_level <= TrustLevel::Standard));
+    assert!(hits[0].score >= hits[1].score);
+}
+
+#[test]
+fn capsule_create_takes_the_overlays_trust_and_records_provenance() {
+    let store = capsule_store();
+    let request = json!({"content": "an insight", "type": "insight", "metadata": {"sources": 2}, });
+    let outcome = call_as(
+        services(store.clone()),
+        "capsule_create",
+        r#"capabilities = ["capsule:write"]"#,
+        TrustLevel::Trusted,
+        request,
+    );
+    let created: Capsule = serde_json::from_value(outcome.result.result.unwrap()["ok"].clone()).unwrap();
+    assert_eq!(created.trust_level, TrustLevel::Trusted);
+    assert_eq!(created.capsule_type, CapsuleType::Insight);
+    assert_eq!(created.metadata["overlay_name"], "reader");
+    assert_eq!(created.metadata["created_by_overlay"], uuid::Uuid::nil().to_string());
+    assert_eq!(created.metadata["sources"], 2);
+    assert_eq!(created.created_by_overlay, Some(uuid::Uuid::nil()));
+    assert_eq!(store.all().len(), 4);
+}
+
+#[test]
+fn malformed_requests_are_answered_not_trapped() {
+    let store = capsule_store();
+    for request in [json!({"id": "not-a-uuid"}), json!({"idd": 1}), json!({})] {
+        let outcome = call_as(services(store.clone()), "capsule_read", READ, TrustLevel::Core, request);
+        assert_eq!(outcome.result.result.unwrap()["error"]["code"], "invalid_request");
+    }
+    let bad_type = json!({"content": "x", "type": "rumour"});
+    let outcome = call_as(
+        services(store),
+        "capsule_create",
+        r#"capabilities = ["capsule:write"]"#,
+        TrustLevel::Core,
+        bad_type,
+    );
+    assert_eq!(outcome.result.result.unwrap()["error"]["code"], "invalid_request");
+}
+
+#[test]
+fn http_to_a_host_outside_the_allow_list_is_denied() {
+    let capabilities =
+        r#"capabilities = [{ name = "network:http", constraints = { hosts = ["api.example.com"] } }]"#;
+    let denied = call_as(
+        HostServices { io: Some(io()), ..HostServices::default() },
+        "http_request",
+        capabilities,
+        TrustLevel::Core,
+        json!({"method": "GET", "url": "https://evil.example.net/steal"}),
+    );
+    assert_eq!(denied.result.error_kind, Some(ErrorKind::CapabilityDenied));
+    assert!(denied.result.error.unwrap().contains("evil.example.net"));
+    let allowed = call_as(
+        HostServices { io: Some(io()), ..HostServices::default() },
+        "http_request",
+        capabilities,
+        TrustLevel::Core,
+        json!({"url": "https://api.example.com/v1"}),
+    );
+    assert_eq!(allowed.result.result.unwrap()["error"]["code"], "unavailable", "no client is configured");
+}
+
+/// A backend that is down, or slow.
+struct Broken {
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl CapsuleStore for Broken {
+    async fn read(&self, _: uuid::Uuid) -> Result<Option<Capsule>, HostCallError> {
+        tokio::time::sleep(self.delay).await;
+        Err(HostCallError::Fault("database is down".into()))
+    }
+    async fn search(&self, _: &str, _: u32, _: TrustLevel) -> Result<Vec<CapsuleHit>, HostCallError> {
+        unreachable!("not used by these tests")
+    }
+    async fn create(&self, _: NewCapsule) -> Result<Capsule, HostCallError> {
+        unreachable!("not used by these tests")
+    }
+}
+
+#[test]
+fn backend_fault_is_a_host_error() {
+    let services = HostServices {
+        capsules: Arc::new(Broken { delay: Default::default() }),
+        http: Arc::new(NoNetwork),
+        io: Some(io()),
+    };
+    let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
+    assert_eq!(outcome.result.error_kind, Some(ErrorKind::HostError));
+    assert_eq!(outcome.result.error.as_deref(), Some("database is down"));
+}
+
+#[test]
+fn slow_backend_is_bounded_by_the_calls_deadline() {
+    let slow = Broken { delay: std::time::Duration::from_secs(5) };
+    let services = HostServices { capsules: Arc::new(slow), http: Arc::new(NoNetwork), io: Some(io()) };
+    let started = std::time::Instant::now();
+    let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
+    assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout));
+    assert_eq!(outcome.result.error.as_deref(), Some("Execution timed out after 300ms"));
+    let waited = started.elapsed().as_millis();
+    assert!((300..400).contains(&waited), "waited {waited} ms for a 300 ms deadline");
+}

@@ -1,0 +1,208 @@
+//! The metadata repository: what the service needs to keep overlays, their health and audit trail,
+//! users and capsules, whichever database holds them.
+
+use crate::error::StorageError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use forge_model::{
+    AuditEvent, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay, OverlayFilter,
+    OverlayHealth, OverlayResult, OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
+};
+use uuid::Uuid;
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Durable metadata of the runtime, shared by every server process pointed at the same database.
+///
+/// Every write that the audit trail must reflect takes its [`NewAuditEvent`] and records it in the
+/// same transaction, so a change is never stored without its event nor an event without its change.
+/// Timestamps are stored with microsecond precision; values returned by writes are the stored ones.
+#[async_trait]
+pub trait Repository: Send + Sync + 'static {
+    /// Stores a newly registered overlay (with its health as given and an empty latency histogram)
+    /// together with its `register` event. [`StorageError::Conflict`] if the name+version is taken.
+    async fn insert_overlay(&self, overlay: &Overlay, event: NewAuditEvent) -> Result<Overlay>;
+
+    async fn get_overlay(&self, id: Uuid) -> Result<Option<Overlay>>;
+
+    async fn get_overlay_by_name_version(&self, name: &str, version: &str) -> Result<Option<Overlay>>;
+
+    /// Overlays matching every given filter, oldest first (`created_at`, then id). The name filter is a
+    /// substring match; names are lower-case, so it is lower-cased too. The total and the page are two
+    /// reads, so a write landing between them can make them disagree by that write.
+    async fn list_overlays(&self, filter: &OverlayFilter, page: PageRequest) -> Result<Page<Overlay>>;
+
+    /// The active overlays with this name, oldest first; the caller picks the newest version by
+    /// semver, which SQL cannot order.
+    async fn active_overlays_named(&self, name: &str) -> Result<Vec<Overlay>>;
+
+    /// Moves an overlay from `expected_from` to `to` only if it is still in `expected_from`
+    /// (compare-and-set), so two concurrent transitions cannot both succeed. `None` if the overlay is
+    /// gone or in another state; then nothing is written. `reset_health` zeroes every health field
+    /// (the health becomes [`OverlayHealth::default`]) and the latency histogram, as releasing from
+    /// quarantine does.
+    async fn transition(
+        &self,
+        id: Uuid,
+        expected_from: OverlayState,
+        to: OverlayState,
+        reset_health: bool,
+        event: NewAuditEvent,
+    ) -> Result<Option<Overlay>>;
+
+    /// `None` if the overlay does not exist (no event is recorded then).
+    async fn set_trust_level(
+        &self,
+        id: Uuid,
+        trust: TrustLevel,
+        event: NewAuditEvent,
+    ) -> Result<Option<Overlay>>;
+
+    /// Deletes the overlay record; its audit trail stays, ending with `event`. False if it did not
+    /// exist (no event is recorded then). Removing the binary is the caller's part.
+    async fn delete_overlay(&self, id: Uuid, event: NewAuditEvent) -> Result<bool>;
+
+    /// Applies a batch of metric deltas in one transaction and quarantines, exactly once, every active
+    /// overlay that `policy` says should be. See [`MetricsDelta`] and [`MetricsOutcome`].
+    ///
+    /// Counters are incremented in the database (`x = x + n`), never read, changed and written back,
+    /// and the quarantine is a conditional update of an `active` row; so any number of processes may
+    /// record against one database at once without losing a count or quarantining twice. Deltas of
+    /// overlays that no longer exist are skipped. Rows are locked in overlay id order, so concurrent
+    /// batches cannot deadlock.
+    async fn record_metrics(
+        &self,
+        deltas: &[MetricsDelta],
+        policy: QuarantinePolicy,
+    ) -> Result<Vec<MetricsOutcome>>;
+
+    /// [`StorageError::NotFound`] if the overlay does not exist.
+    async fn latency_histogram(&self, id: Uuid) -> Result<LatencyHistogram>;
+
+    /// An overlay's audit trail, oldest first; kept after the overlay is deleted.
+    async fn list_events(&self, overlay_id: Uuid, page: PageRequest) -> Result<Page<AuditEvent>>;
+
+    /// [`StorageError::Conflict`] if the name or id is taken.
+    async fn insert_user(&self, user: &User) -> Result<User>;
+
+    async fn get_user_by_name(&self, name: &str) -> Result<Option<User>>;
+
+    /// Stores the hash of a new API token of the user ([`StorageError::NotFound`] if there is no such
+    /// user, [`StorageError::Conflict`] if the hash is already stored). Tokens themselves are never
+    /// stored; hashing is the caller's job.
+    async fn add_token(&self, user_id: Uuid, token_hash: &str) -> Result<()>;
+
+    /// The user a token hash belongs to, unless the token was revoked.
+    async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>>;
+
+    /// False if no live token has this hash.
+    async fn revoke_token(&self, token_hash: &str) -> Result<bool>;
+
+    /// Stores a capsule as version 1.
+    async fn insert_capsule(&self, capsule: NewCapsule) -> Result<Capsule>;
+
+    async fn get_capsule(&self, id: Uuid) -> Result<Option<Capsule>>;
+
+    /// Full-text search, most relevant first, among capsules whose trust level is at most
+    /// `max_trust`; content is cut to a preview. Every whitespace-separated term must match (AND);
+    /// words are stemmed (English). Any text is a valid query: operators and quotes are taken as
+    /// words. A query without words returns no hits (search is not browsing).
+    ///
+    /// Scores are comparable within one backend only: SQLite ranks by BM25, PostgreSQL by
+    /// `ts_rank`. PostgreSQL also ignores English stop words ("the", "and") in queries and content.
+    async fn search_capsules(
+        &self,
+        query: &str,
+        limit: u32,
+        max_trust: TrustLevel,
+    ) -> Result<Vec<CapsuleHit>>;
+
+    /// Closes the connection pools after in-flight work; call at shutdown (SQLite then checkpoints
+    /// its write-ahead log into the database file).
+    async fn close(&self);
+}
+
+/// What some invocations of one overlay add to its health, recorded in one go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsDelta {
+    pub overlay_id: Uuid,
+    /// Every invocation, host failures included.
+    pub invocations: u64,
+    /// Failures that count against the overlay.
+    pub failures: u64,
+    /// Failures the host caused; counted apart (see [`OverlayHealth::failure_rate`]).
+    pub host_failures: u64,
+    pub total_execution_ms: f64,
+    /// Invocations per bucket of [`LatencyHistogram::BOUNDS_MS`].
+    pub latency_buckets: [u64; LatencyHistogram::BUCKETS],
+    /// When the latest of these invocations ran; the stored value only moves forward.
+    pub last_invoked_at: DateTime<Utc>,
+    /// The latest error among them; `None` keeps the stored one.
+    pub last_error: Option<String>,
+}
+
+impl MetricsDelta {
+    /// An empty delta, to [`add`](Self::add) results to.
+    pub fn new(overlay_id: Uuid, at: DateTime<Utc>) -> Self {
+        MetricsDelta {
+            overlay_id,
+            invocations: 0,
+            failures: 0,
+            host_failures: 0,
+            total_execution_ms: 0.0,
+            latency_buckets: [0; LatencyHistogram::BUCKETS],
+            last_invoked_at: at,
+            last_error: None,
+        }
+    }
+
+    /// Counts one invocation's result: host faults apart from the overlay's own failures.
+    pub fn add(&mut self, result: &OverlayResult, at: DateTime<Utc>) {
+        self.invocations += 1;
+        match result.error_kind {
+            Some(kind) if kind.is_host_fault() => self.host_failures += 1,
+            Some(_) => self.failures += 1,
+            None if !result.success => self.failures += 1,
+            None => {}
+        }
+        if result.error.is_some() {
+            self.last_error.clone_from(&result.error);
+        }
+        self.total_execution_ms += result.execution_time_ms;
+        self.latency_buckets[LatencyHistogram::bucket_of(result.execution_time_ms)] += 1;
+        self.last_invoked_at = self.last_invoked_at.max(at);
+    }
+}
+
+/// An overlay's state and health right after a [`Repository::record_metrics`] batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsOutcome {
+    pub overlay_id: Uuid,
+    pub state: OverlayState,
+    pub trust_level: TrustLevel,
+    pub health: OverlayHealth,
+    /// True only for the one call that quarantined the overlay.
+    pub quarantined: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_model::ErrorKind;
+
+    #[test]
+    fn delta_counts_host_faults_apart() {
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let mut delta = MetricsDelta::new(Uuid::nil(), t0);
+        delta.add(&OverlayResult::ok(None, 0.3, 10), t1);
+        delta.add(&OverlayResult::failed(ErrorKind::Trap, "unreachable", 7.0, 10), t0);
+        delta.add(&OverlayResult::failed(ErrorKind::HostError, "storage down", 2.0, 10), t0);
+        assert_eq!((delta.invocations, delta.failures, delta.host_failures), (3, 1, 1));
+        assert_eq!(delta.last_error.as_deref(), Some("storage down"));
+        assert!((delta.total_execution_ms - 9.3).abs() < 1e-9);
+        assert_eq!(delta.latency_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(delta.latency_buckets[LatencyHistogram::bucket_of(7.0)], 1);
+        assert_eq!(delta.last_invoked_at, t1, "the latest time wins, whatever the order");
+    }
+}

@@ -1,0 +1,181 @@
+//! The blob store on a local directory (runs by default) and on an S3-compatible server
+//! (`#[ignore]`d: run with `--include-ignored`; endpoint from `FORGE_TEST_S3_ENDPOINT`, default
+//! `http://127.0.0.1:9000`, e.g. `moto_server -p 9000`). Each S3 case creates a bucket of its own and
+//! fails, never passes, when the server is absent.
+
+use bytes::Bytes;
+use forge_storage::{BlobError, BlobStore, sha256_hex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+const KEY: &str = "overlays/echo/1.0.0/abc.wasm";
+
+/// A store on a backend of its own, and the directory that backs it when local.
+struct Store {
+    blobs: BlobStore,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn local() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobStore::open(&format!("file://{}", dir.path().join("blobs").display())).unwrap();
+    Store { blobs, dir: Some(dir) }
+}
+
+const DEFAULT_S3_ENDPOINT: &str = "http://127.0.0.1:9000";
+
+fn s3_options(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("aws_endpoint", endpoint.to_owned()),
+        ("aws_access_key_id", "test".into()),
+        ("aws_secret_access_key", "test".into()),
+        ("aws_region", "us-east-1".into()),
+        ("aws_allow_http", "true".into()),
+    ]
+}
+
+async fn s3() -> Store {
+    let endpoint = std::env::var("FORGE_TEST_S3_ENDPOINT").unwrap_or_else(|_| DEFAULT_S3_ENDPOINT.into());
+    let bucket = format!("forge-test-{}", Uuid::new_v4().simple());
+    create_bucket(&endpoint, &bucket).await;
+    let blobs =
+        BlobStore::open_with_options(&format!("s3://{bucket}/some/prefix"), s3_options(&endpoint)).unwrap();
+    Store { blobs, dir: None }
+}
+
+/// `PUT /bucket`, unsigned, which test servers such as moto accept. object_store has no call to create
+/// a bucket, and a plain HTTP/1.1 request needs no client library.
+async fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("plain http endpoint expected: {endpoint}"));
+    let host = host.trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("S3 tests need a server at {endpoint} (set FORGE_TEST_S3_ENDPOINT): {e}"));
+    let request =
+        format!("PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {response}");
+}
+
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::local()).await;
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test]
+                #[ignore = "needs an S3-compatible server (FORGE_TEST_S3_ENDPOINT)"]
+                async fn $case() {
+                    super::$case(super::s3().await).await;
+                }
+            )*
+        }
+    };
+}
+
+cases!(
+    stored_bytes_come_back_verified,
+    tampered_bytes_are_refused,
+    missing_blobs_are_reported,
+    delete_removes,
+    bad_keys_are_refused
+);
+
+async fn stored_bytes_come_back_verified(store: Store) {
+    let wasm = Bytes::from_static(b"\0asm\x01\0\0\0");
+    store.blobs.put(KEY, wasm.clone()).await.unwrap();
+    assert!(store.blobs.exists(KEY).await.unwrap());
+    assert_eq!(store.blobs.get_verified(KEY, &sha256_hex(&wasm)).await.unwrap(), wasm);
+    let upper = sha256_hex(&wasm).to_uppercase();
+    assert_eq!(store.blobs.get_verified(KEY, &upper).await.unwrap(), wasm, "hex in either case");
+
+    let replacement = Bytes::from(vec![7u8; 3 << 20]);
+    store.blobs.put(KEY, replacement.clone()).await.unwrap();
+    assert_eq!(store.blobs.get_verified(KEY, &sha256_hex(&replacement)).await.unwrap(), replacement);
+    if let Some(dir) = &store.dir {
+        let mut names = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        assert_eq!(names, ["abc.wasm"], "the staging file of each put was renamed into place");
+    }
+}
+
+async fn tampered_bytes_are_refused(store: Store) {
+    let original = Bytes::from_static(b"original binary");
+    let recorded = sha256_hex(&original);
+    store.blobs.put(KEY, Bytes::from_static(b"swapped binary")).await.unwrap();
+    match store.blobs.get_verified(KEY, &recorded).await {
+        Err(BlobError::Tampered { key, expected, actual }) => {
+            assert_eq!((key.as_str(), expected.as_str()), (KEY, recorded.as_str()));
+            assert_eq!(actual, sha256_hex(b"swapped binary"));
+        }
+        other => panic!("expected Tampered, got {other:?}"),
+    }
+}
+
+async fn missing_blobs_are_reported(store: Store) {
+    let err = store.blobs.get_verified("overlays/none/1.0.0/x.wasm", &sha256_hex(b"")).await.unwrap_err();
+    assert!(matches!(&err, BlobError::Missing { key } if key == "overlays/none/1.0.0/x.wasm"), "{err:?}");
+    assert!(!store.blobs.exists("overlays/none/1.0.0/x.wasm").await.unwrap());
+    store.blobs.delete("overlays/none/1.0.0/x.wasm").await.expect("deleting a missing blob succeeds");
+}
+
+async fn delete_removes(store: Store) {
+    store.blobs.put(KEY, Bytes::from_static(b"x")).await.unwrap();
+    store.blobs.delete(KEY).await.unwrap();
+    assert!(!store.blobs.exists(KEY).await.unwrap());
+    assert!(matches!(store.blobs.get_verified(KEY, &sha256_hex(b"x")).await, Err(BlobError::Missing { .. })));
+}
+
+async fn bad_keys_are_refused(store: Store) {
+    for key in ["overlays//x.wasm", "../escape.wasm", "overlays/../../x", "", "x.wasm#1"] {
+        let err = store.blobs.put(key, Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(matches!(err, BlobError::InvalidKey { .. }), "`{key}`: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_bucket_is_unavailable_within_the_retry_budget() {
+    // Port 9 (discard) on loopback: nothing listens, so every connection is refused.
+    let blobs = BlobStore::open_with_options("s3://bucket", s3_options("http://127.0.0.1:9")).unwrap();
+    let started = Instant::now();
+    let err = blobs.get_verified(KEY, &sha256_hex(b"")).await.unwrap_err();
+    assert!(matches!(err, BlobError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(matches!(blobs.exists(KEY).await, Err(BlobError::Unavailable(_))));
+}
+
+#[test]
+fn locations_are_checked() {
+    for bad in ["ftp://host/dir", "s3://", "s3:///prefix"] {
+        assert!(matches!(BlobStore::open(bad), Err(BlobError::Config(_))), "{bad}");
+    }
+    assert!(matches!(
+        BlobStore::open_with_options("s3://b", [("no_such_option", "x")]),
+        Err(BlobError::Config(_))
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("nested/blobs");
+    BlobStore::open(plain.to_str().unwrap()).expect("a plain path, created");
+    assert!(plain.is_dir());
+}

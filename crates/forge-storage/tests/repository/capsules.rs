@@ -1,0 +1,158 @@
+//! Capsules and their full-text search.
+
+use crate::Db;
+use forge_model::{CapsuleHit, CapsuleType, NewCapsule, TrustLevel};
+use serde_json::{Map, json};
+use uuid::Uuid;
+
+fn capsule(content: &str, trust_level: TrustLevel) -> NewCapsule {
+    NewCapsule {
+        content: content.into(),
+        capsule_type: CapsuleType::Knowledge,
+        trust_level,
+        metadata: Map::new(),
+        owner: Some("alice".into()),
+        created_by_overlay: None,
+    }
+}
+
+async fn ids(db: &Db, query: &str, max_trust: TrustLevel) -> Vec<Uuid> {
+    let hits = db.repo.search_capsules(query, 10, max_trust).await.unwrap();
+    hits.iter().map(|h| h.capsule.id).collect()
+}
+
+pub async fn capsules_are_stored_as_version_one(db: &Db) {
+    let overlay = Uuid::now_v7();
+    let mut new = capsule("Decisions are recorded.", TrustLevel::Sandbox);
+    new.capsule_type = CapsuleType::Decision;
+    new.owner = None;
+    new.created_by_overlay = Some(overlay);
+    new.metadata = json!({"created_by_overlay": overlay, "overlay_name": "writer", "tags": ["a", 1]})
+        .as_object()
+        .unwrap()
+        .clone();
+    let stored = db.repo.insert_capsule(new.clone()).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(
+        (stored.content.as_str(), stored.capsule_type),
+        ("Decisions are recorded.", CapsuleType::Decision)
+    );
+    assert_eq!((stored.trust_level, stored.owner.as_deref()), (TrustLevel::Sandbox, None));
+    assert_eq!((stored.created_by_overlay, &stored.metadata), (Some(overlay), &new.metadata));
+    assert_eq!(db.repo.get_capsule(stored.id).await.unwrap(), Some(stored));
+    assert_eq!(db.repo.get_capsule(Uuid::now_v7()).await.unwrap(), None);
+}
+
+pub async fn search_ranks_by_relevance_and_stems(db: &Db) {
+    let strong = db
+        .repo
+        .insert_capsule(capsule("Overlay quarantine: quarantine rules for overlays.", TrustLevel::Standard));
+    let strong = strong.await.unwrap();
+    let weak = db.repo.insert_capsule(capsule(
+        "The release notes mention quarantine once among many other words about builds, caches and deployments.",
+        TrustLevel::Standard,
+    ));
+    let weak = weak.await.unwrap();
+    db.repo.insert_capsule(capsule("Nothing relevant here.", TrustLevel::Standard)).await.unwrap();
+
+    let hits = db.repo.search_capsules("quarantine", 10, TrustLevel::Core).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.capsule.id).collect::<Vec<_>>(), [strong.id, weak.id]);
+    assert!(hits[0].score > hits[1].score && hits[1].score > 0.0, "{hits:?}");
+    assert_eq!(ids(db, "overlay rules", TrustLevel::Core).await, [strong.id], "every word must match");
+    assert_eq!(ids(db, "QUARANTINED", TrustLevel::Core).await.len(), 2, "stemmed and case-blind");
+    assert_eq!(ids(db, "quarantine", TrustLevel::Core).await.len(), 2);
+    assert!(ids(db, "absent", TrustLevel::Core).await.is_empty());
+    let limited = db.repo.search_capsules("quarantine", 1, TrustLevel::Core).await.unwrap();
+    assert_eq!(limited.iter().map(|h| h.capsule.id).collect::<Vec<_>>(), [strong.id]);
+}
+
+pub async fn search_filters_by_trust(db: &Db) {
+    let mut by_level = Vec::new();
+    for level in TrustLevel::ALL {
+        let stored =
+            db.repo.insert_capsule(capsule(&format!("secret plan at {level}"), level)).await.unwrap();
+        by_level.push((level, stored.id));
+    }
+    for max in TrustLevel::ALL {
+        let mut found = ids(db, "secret plan", max).await;
+        found.sort();
+        let mut expected: Vec<_> =
+            by_level.iter().filter(|(l, _)| max.can_access(*l)).map(|(_, id)| *id).collect();
+        expected.sort();
+        assert_eq!(found, expected, "max trust {max}");
+    }
+}
+
+pub async fn search_returns_previews(db: &Db) {
+    let long = format!("needle {}", "é".repeat(2000));
+    let stored = db.repo.insert_capsule(capsule(&long, TrustLevel::Standard)).await.unwrap();
+    let hits = db.repo.search_capsules("needle", 10, TrustLevel::Standard).await.unwrap();
+    let preview = &hits[0].capsule;
+    assert_eq!(preview.id, stored.id);
+    assert_eq!(preview.content.chars().count(), CapsuleHit::CONTENT_PREVIEW_CHARS);
+    assert!(long.starts_with(&preview.content));
+    assert_eq!((preview.capsule_type, preview.trust_level), (CapsuleType::Knowledge, TrustLevel::Standard));
+    assert_eq!(
+        db.repo.get_capsule(stored.id).await.unwrap().unwrap().content,
+        long,
+        "only the preview is cut"
+    );
+}
+
+pub async fn hostile_queries_are_plain_words(db: &Db) {
+    let stored =
+        db.repo.insert_capsule(capsule("near the sandbox: NOT a drill, OR is it?", TrustLevel::Standard));
+    let stored = stored.await.unwrap();
+    for query in [
+        "\"",
+        "\"sandbox",
+        "sandbox\"",
+        "*",
+        "sandbox*",
+        "NEAR(sandbox drill)",
+        "content:sandbox",
+        "^sandbox",
+        "sandbox AND",
+        "OR",
+        "NOT sandbox",
+        "-sandbox",
+        "(sandbox",
+        "sandbox)",
+        "'; DROP TABLE capsules; --",
+        "sandbox & drill | x",
+        "!!",
+        "\\",
+        "\u{0}",
+        "💥 sandbox",
+        "sandbox:*",
+        "{sandbox}",
+        "sandbox -- drill",
+        "sand\u{0}box",
+    ] {
+        db.repo
+            .search_capsules(query, 10, TrustLevel::Core)
+            .await
+            .unwrap_or_else(|e| panic!("`{query}`: {e}"));
+    }
+    assert_eq!(ids(db, "\"sandbox\"", TrustLevel::Core).await, [stored.id], "quotes are not syntax");
+    assert_eq!(ids(db, "sandbox)", TrustLevel::Core).await, [stored.id]);
+    assert_eq!(ids(db, "drill*", TrustLevel::Core).await, [stored.id], "no prefix operator, but a word");
+    assert!(db.repo.get_capsule(stored.id).await.unwrap().is_some());
+}
+
+pub async fn queries_without_words_find_nothing(db: &Db) {
+    db.repo.insert_capsule(capsule("anything at all", TrustLevel::Standard)).await.unwrap();
+    for query in ["", "   ", "\t\n", "-- ** \"\""] {
+        assert!(db.repo.search_capsules(query, 10, TrustLevel::Core).await.unwrap().is_empty(), "`{query}`");
+    }
+    assert!(db.repo.search_capsules("anything", 0, TrustLevel::Core).await.unwrap().is_empty(), "limit 0");
+}
+
+pub async fn nul_characters_are_replaced_alike(db: &Db) {
+    let mut new = capsule("alpha\u{0}omega", TrustLevel::Standard);
+    new.metadata.insert("note\u{0}".into(), json!(["x\u{0}y"]));
+    let stored = db.repo.insert_capsule(new).await.unwrap();
+    assert_eq!(stored.content, "alpha\u{FFFD}omega");
+    assert_eq!(stored.metadata["note\u{FFFD}"], json!(["x\u{FFFD}y"]));
+    assert_eq!(ids(db, "omega", TrustLevel::Core).await, [stored.id]);
+}

@@ -1,0 +1,86 @@
+//! One behaviour suite for every [`Repository`] backend.
+//!
+//! Each case is an `async fn(&Db)` in a module per concern; [`suite!`] instantiates every case once
+//! per backend, each on a fresh database: SQLite in a temporary directory (runs by default) and
+//! PostgreSQL in a database created for the test and dropped after it (`#[ignore]`d: run with
+//! `cargo test -p forge-storage -- --include-ignored`, server from `FORGE_TEST_POSTGRES_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/test`). A PostgreSQL case fails, never passes, when
+//! the server is absent.
+
+mod capsules;
+mod fixture;
+mod metrics;
+mod overlays;
+mod users;
+
+pub use fixture::Db;
+
+macro_rules! suite {
+    ($($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        mod sqlite {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let db = crate::fixture::sqlite().await;
+                        crate::$module::$case(&db).await;
+                    }
+                )*
+            })*
+        }
+        mod postgres {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[ignore = "needs PostgreSQL (FORGE_TEST_POSTGRES_URL)"]
+                    async fn $case() {
+                        let db = crate::fixture::postgres().await;
+                        crate::$module::$case(&db).await;
+                    }
+                )*
+            })*
+        }
+    };
+}
+
+suite! {
+    overlays: [
+        insert_returns_the_stored_overlay_and_records_the_event,
+        name_and_version_are_unique,
+        unknown_overlays_are_none,
+        list_filters_orders_and_pages,
+        active_overlays_named_skips_other_states,
+        transition_is_compare_and_set,
+        concurrent_transitions_let_exactly_one_win,
+        transition_can_reset_health,
+        set_trust_level_records_the_change,
+        delete_keeps_the_audit_trail,
+        events_page_oldest_first,
+        reopening_keeps_everything,
+    ],
+    metrics: [
+        deltas_add_up,
+        auto_quarantine_happens_once_with_its_numbers,
+        core_overlays_are_never_quarantined,
+        only_active_overlays_are_quarantined,
+        host_failures_do_not_count_against_the_overlay,
+        deltas_of_missing_overlays_are_skipped,
+        one_batch_covers_many_overlays,
+        latency_histogram_of_unknown_overlay_is_not_found,
+        concurrent_recorders_lose_nothing_and_quarantine_once,
+    ],
+    users: [
+        users_are_found_by_name,
+        tokens_authenticate_until_revoked,
+        token_refusals,
+    ],
+    capsules: [
+        capsules_are_stored_as_version_one,
+        search_ranks_by_relevance_and_stems,
+        search_filters_by_trust,
+        search_returns_previews,
+        hostile_queries_are_plain_words,
+        queries_without_words_find_nothing,
+        nul_characters_are_replaced_alike,
+    ],
+}

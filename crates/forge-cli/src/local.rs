@@ -1,0 +1,220 @@
+//! Local commands: an overlay on this machine, no server. In-memory capsules, no network.
+
+use clap::Args;
+use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
+use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Exit status when the module or manifest was rejected before anything ran.
+const REJECTED: u8 = 2;
+
+#[derive(Args)]
+pub struct ModuleArgs {
+    /// The module: a `.wasm` binary or `.wat` text.
+    #[arg(long)]
+    wasm: PathBuf,
+    /// The manifest (`overlay.toml`, or JSON). Without one, defaults apply with
+    /// `entry_points = [FUNCTION]` and no capabilities.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+    /// The entry point to call.
+    #[arg(long)]
+    function: String,
+    /// The invocation's args, a JSON object.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Wall-clock limit of the call (100..=30000), below the manifest's max_execution_ms.
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    module: ModuleArgs,
+    #[arg(long)]
+    function: String,
+    #[arg(long)]
+    args: String,
+    /// Calls in total.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: u64,
+    /// Threads calling at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u64,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[arg(long)]
+    wasm: PathBuf,
+    #[arg(long)]
+    manifest: PathBuf,
+}
+
+/// Reads and checks the module, or says why not (exit 2).
+fn load(
+    module: &ModuleArgs,
+    function: &str,
+) -> Result<(Runtime, PreparedOverlay, OverlayIdentity), ForgeError> {
+    let manifest = match &module.manifest {
+        Some(path) => OverlayManifest::parse(&read_text(path)?)?,
+        None => OverlayManifest::with_defaults(&default_name(&module.wasm), function)?,
+    };
+    let wasm = read(&module.wasm)?;
+    let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
+    let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
+    let prepared = runtime.prepare(&manifest, &wasm)?;
+    let identity =
+        OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };
+    Ok((runtime, prepared, identity))
+}
+
+/// A manifest name from a file name: `My_Overlay.wasm` -> `my-overlay`.
+fn default_name(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("overlay");
+    let name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(100)
+        .collect();
+    if name.is_empty() { "overlay".into() } else { name }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ForgeError> {
+    std::fs::read(path).map_err(|e| ForgeError::validation(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String, ForgeError> {
+    String::from_utf8(read(path)?)
+        .map_err(|_| ForgeError::validation(format!("{} is not UTF-8", path.display())))
+}
+
+fn parse_args(text: &str) -> Result<Map<String, Value>, ForgeError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(args)) => Ok(args),
+        Ok(_) => Err(ForgeError::validation("--args must be a JSON object")),
+        Err(e) => Err(ForgeError::validation(format!("--args is not valid JSON: {e}"))),
+    }
+}
+
+fn rejected(error: &ForgeError) -> ExitCode {
+    eprintln!("rejected: {}", error.message);
+    ExitCode::from(REJECTED)
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let invocation = match parse_args(&args.args) {
+        Ok(parsed) => OverlayInvocation {
+            timeout_ms: args.timeout_ms,
+            ..OverlayInvocation::new(&args.function, parsed)
+        },
+        Err(e) => return rejected(&e),
+    };
+    let (runtime, prepared, identity) = match load(&args.module, &args.function) {
+        Ok(loaded) => loaded,
+        Err(e) => return rejected(&e),
+    };
+    // Host functions wait on an async backend; give them a runtime of their own.
+    let outcome = match runtime.invoke(&prepared, &identity, &invocation) {
+        Ok(outcome) => outcome,
+        Err(e) => return rejected(&e),
+    };
+    for line in &outcome.log.lines {
+        let level = match line.level {
+            LogLevel::Info => "info",
+            LogLevel::Error => "error",
+        };
+        eprintln!("[{level}] {}", line.message);
+    }
+    if outcome.log.dropped_bytes > 0 {
+        eprintln!("[log] {} bytes dropped over the log limit", outcome.log.dropped_bytes);
+    }
+    println!("{}", serde_json::to_string(&outcome.result).expect("a result always serialises"));
+    if outcome.result.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+pub fn validate(args: ValidateArgs) -> ExitCode {
+    let module = ModuleArgs { wasm: args.wasm, manifest: Some(args.manifest) };
+    match load(&module, "process") {
+        Ok((_, prepared, _)) => {
+            let info = prepared.info();
+            let report = serde_json::json!({
+                "valid": true,
+                "entry_points": prepared.entry_points().collect::<Vec<_>>(),
+                "host_imports": info.host_imports.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                "uses_wasi": info.uses_wasi,
+                "initial_memory_bytes": info.initial_memory_bytes,
+            });
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => rejected(&e),
+    }
+}
+
+pub fn bench(args: BenchArgs) -> ExitCode {
+    let invocation = match parse_args(&args.args) {
+        Ok(parsed) => OverlayInvocation::new(&args.function, parsed),
+        Err(e) => return rejected(&e),
+    };
+    let (runtime, prepared, identity) = match load(&args.module, &args.function) {
+        Ok(loaded) => loaded,
+        Err(e) => return rejected(&e),
+    };
+    let call = || runtime.invoke(&prepared, &identity, &invocation);
+    match call() {
+        Ok(outcome) if outcome.result.success => {}
+        Ok(outcome) => {
+            eprintln!("the overlay fails: {}", outcome.result.error.unwrap_or_default());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return rejected(&e),
+    }
+    // Warm the pool slots and caches the measured calls will use.
+    for _ in 0..args.iterations.min(1000) {
+        let _ = call();
+    }
+    let threads = args.concurrency.max(1);
+    let per_thread = args.iterations.div_ceil(threads);
+    let started = Instant::now();
+    let mut latencies_ns: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..per_thread)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let ok = call().is_ok_and(|o| o.result.success);
+                            assert!(ok, "a benchmark call failed");
+                            t.elapsed().as_nanos() as u64
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("benchmark thread panicked")).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    latencies_ns.sort_unstable();
+    let percentile = |q: f64| latencies_ns[((latencies_ns.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    let calls = latencies_ns.len();
+    let report = serde_json::json!({
+        "calls": calls,
+        "seconds": seconds,
+        "calls_per_sec": calls as f64 / seconds,
+        "p50_us": percentile(0.50),
+        "p99_us": percentile(0.99),
+    });
+    println!("{report}");
+    ExitCode::SUCCESS
+}

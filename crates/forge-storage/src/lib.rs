@@ -12,6 +12,7 @@ mod db;
 mod error;
 mod repository;
 mod sql;
+pub mod testing;
 
 pub use blob::{BlobError, BlobStore, sha256_hex};
 pub use error::StorageError;

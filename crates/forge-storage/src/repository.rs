@@ -172,6 +172,24 @@ impl MetricsDelta {
         self.latency_buckets[LatencyHistogram::bucket_of(result.execution_time_ms)] += 1;
         self.last_invoked_at = self.last_invoked_at.max(at);
     }
+
+    /// Folds another delta of the same overlay into this one (a batch that could not be written
+    /// goes back to wait for the next).
+    pub fn merge(&mut self, other: MetricsDelta) {
+        debug_assert_eq!(self.overlay_id, other.overlay_id);
+        self.invocations += other.invocations;
+        self.failures += other.failures;
+        self.host_failures += other.host_failures;
+        self.total_execution_ms += other.total_execution_ms;
+        for (mine, theirs) in self.latency_buckets.iter_mut().zip(other.latency_buckets) {
+            *mine += theirs;
+        }
+        let other_is_newer = other.last_invoked_at >= self.last_invoked_at;
+        if other.last_error.is_some() && (other_is_newer || self.last_error.is_none()) {
+            self.last_error = other.last_error;
+        }
+        self.last_invoked_at = self.last_invoked_at.max(other.last_invoked_at);
+    }
 }
 
 /// An overlay's state and health right after a [`Repository::record_metrics`] batch.
@@ -189,6 +207,23 @@ pub struct MetricsOutcome {
 mod tests {
     use super::*;
     use forge_model::ErrorKind;
+
+    #[test]
+    fn merged_deltas_add_up() {
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let mut first = MetricsDelta::new(Uuid::nil(), t0);
+        first.add(&OverlayResult::failed(ErrorKind::Trap, "old", 1.0, 1), t0);
+        let mut second = MetricsDelta::new(Uuid::nil(), t1);
+        second.add(&OverlayResult::ok(None, 3.0, 1), t1);
+        second.add(&OverlayResult::failed(ErrorKind::HostError, "new", 2.0, 1), t1);
+        first.merge(second);
+        assert_eq!((first.invocations, first.failures, first.host_failures), (3, 1, 1));
+        assert_eq!(first.total_execution_ms, 6.0);
+        assert_eq!(first.latency_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(first.last_error.as_deref(), Some("new"));
+        assert_eq!(first.last_invoked_at, t1);
+    }
 
     #[test]
     fn delta_counts_host_faults_apart() {

@@ -6,61 +6,10 @@
 use bytes::Bytes;
 use forge_storage::{BlobError, BlobStore, sha256_hex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uuid::Uuid;
 
 const KEY: &str = "overlays/echo/1.0.0/abc.wasm";
 
-/// A store on a backend of its own, and the directory that backs it when local.
-struct Store {
-    blobs: BlobStore,
-    dir: Option<tempfile::TempDir>,
-}
-
-fn local() -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let blobs = BlobStore::open(&format!("file://{}", dir.path().join("blobs").display())).unwrap();
-    Store { blobs, dir: Some(dir) }
-}
-
-const DEFAULT_S3_ENDPOINT: &str = "http://127.0.0.1:9000";
-
-fn s3_options(endpoint: &str) -> [(&'static str, String); 5] {
-    [
-        ("aws_endpoint", endpoint.to_owned()),
-        ("aws_access_key_id", "test".into()),
-        ("aws_secret_access_key", "test".into()),
-        ("aws_region", "us-east-1".into()),
-        ("aws_allow_http", "true".into()),
-    ]
-}
-
-async fn s3() -> Store {
-    let endpoint = std::env::var("FORGE_TEST_S3_ENDPOINT").unwrap_or_else(|_| DEFAULT_S3_ENDPOINT.into());
-    let bucket = format!("forge-test-{}", Uuid::new_v4().simple());
-    create_bucket(&endpoint, &bucket).await;
-    let blobs =
-        BlobStore::open_with_options(&format!("s3://{bucket}/some/prefix"), s3_options(&endpoint)).unwrap();
-    Store { blobs, dir: None }
-}
-
-/// `PUT /bucket`, unsigned, which test servers such as moto accept. object_store has no call to create
-/// a bucket, and a plain HTTP/1.1 request needs no client library.
-async fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("plain http endpoint expected: {endpoint}"));
-    let host = host.trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .unwrap_or_else(|e| panic!("S3 tests need a server at {endpoint} (set FORGE_TEST_S3_ENDPOINT): {e}"));
-    let request =
-        format!("PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {response}");
-}
+use forge_storage::testing::{TestBlobs as Store, local_blobs as local, s3_blobs as s3, s3_options};
 
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {

@@ -1,90 +1,11 @@
-//! Fresh databases per test, and sample records.
+//! Sample records for the suite; databases come from `forge_storage::testing`.
 
 use chrono::Utc;
 use forge_model::{NewAuditEvent, Overlay, OverlayHealth, OverlayManifest, OverlayState, TrustLevel};
-use forge_storage::{Repository, open_repository};
 use serde_json::{Map, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use std::sync::Arc;
 use uuid::Uuid;
 
-/// A repository on a database of its own, removed when dropped.
-pub struct Db {
-    pub repo: Arc<dyn Repository>,
-    /// The URL the repository was opened with, for opening more repositories on the same database.
-    pub url: String,
-    _cleanup: Cleanup,
-}
-
-enum Cleanup {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { admin_url: String, database: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Cleanup::Postgres { admin_url, database } = self {
-            let (admin_url, name) = (admin_url.clone(), database.clone());
-            // Drop runs inside the test's runtime, which cannot be blocked on; a runtime of its own
-            // on a thread of its own can. `FORCE` ends the sessions the repository's pool left.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                runtime.block_on(async {
-                    let mut admin = PgConnection::connect(&admin_url).await?;
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    sqlx::query(AssertSqlSafe(sql)).execute(&mut admin).await?;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!("could not drop test database {database}: {dropped:?}");
-            }
-        }
-    }
-}
-
-pub async fn sqlite() -> Db {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("data/forge.db").display());
-    let repo = open_repository(&url).await.expect("open SQLite repository");
-    Db { repo, url, _cleanup: Cleanup::Sqlite { _dir: dir } }
-}
-
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A database of its own on the server at `FORGE_TEST_POSTGRES_URL`; panics if there is none.
-pub async fn postgres() -> Db {
-    let admin_url = std::env::var("FORGE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL tests need a server at {admin_url} (set FORGE_TEST_POSTGRES_URL): {e}")
-    });
-    let database = format!("forge_test_{}", Uuid::new_v4().simple());
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create test database {database}: {e}"));
-    admin.close().await.ok();
-    let url = with_database(&admin_url, &database);
-    let cleanup = Cleanup::Postgres { admin_url, database };
-    let repo = open_repository(&url).await.expect("open PostgreSQL repository");
-    Db { repo, url, _cleanup: cleanup }
-}
-
-/// `url` with its database name replaced, query parameters kept.
-fn with_database(url: &str, database: &str) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let path = url[authority..].find(['/', '?']).map_or(url.len(), |i| authority + i);
-    let query = url[path..].find('?').map_or("", |i| &url[path + i..]);
-    format!("{}/{database}{query}", &url[..path])
-}
-
-#[test]
-fn database_names_are_replaced() {
-    assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-    assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-}
+pub use forge_storage::testing::{Db, postgres, sqlite};
 
 /// A pending sandbox overlay as registration makes it.
 pub fn overlay(name: &str, version: &str, capabilities: &[&str]) -> Overlay {

@@ -1,0 +1,87 @@
+//! Who may do what: one table of operations and the roles that may perform them.
+
+use forge_model::{ForgeError, LifecycleAction, Principal, Role};
+
+/// Every operation that needs a particular role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Register,
+    Read,
+    Invoke,
+    Lifecycle(LifecycleAction),
+    SetTrustLevel,
+    Delete,
+    CreateUser,
+    WriteCapsule,
+}
+
+impl Operation {
+    /// The roles allowed to perform the operation.
+    pub const fn roles(self) -> &'static [Role] {
+        use LifecycleAction as A;
+        const ANYONE: &[Role] = &[Role::Admin, Role::Operator, Role::User];
+        const ADMIN: &[Role] = &[Role::Admin];
+        const OPERATIONS: &[Role] = &[Role::Admin, Role::Operator];
+        match self {
+            Operation::Register | Operation::Read | Operation::Invoke | Operation::WriteCapsule => ANYONE,
+            Operation::Lifecycle(A::Suspend | A::Quarantine) => OPERATIONS,
+            Operation::Lifecycle(A::Activate | A::Resume | A::Release | A::Deprecate) => ADMIN,
+            Operation::SetTrustLevel | Operation::Delete | Operation::CreateUser => ADMIN,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Operation::Register => "register overlays".into(),
+            Operation::Read => "read".into(),
+            Operation::Invoke => "invoke overlays".into(),
+            Operation::Lifecycle(action) => format!("{action} overlays"),
+            Operation::SetTrustLevel => "set trust levels".into(),
+            Operation::Delete => "delete overlays".into(),
+            Operation::CreateUser => "create users".into(),
+            Operation::WriteCapsule => "create capsules".into(),
+        }
+    }
+}
+
+/// 403 unless `actor` holds one of the operation's roles.
+pub fn require(actor: &Principal, operation: Operation) -> Result<(), ForgeError> {
+    let roles = operation.roles();
+    if actor.has_any_role(roles) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ForgeError::authorization(format!("only {} may {}", names.join(" or "), operation.describe()))
+        .with_detail("required_roles", names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_model::TrustLevel;
+
+    fn principal(roles: &[Role]) -> Principal {
+        Principal { name: "p".into(), roles: roles.to_vec(), trust_level: TrustLevel::Standard }
+    }
+
+    #[test]
+    fn role_table() {
+        let user = principal(&[Role::User]);
+        let operator = principal(&[Role::Operator]);
+        let admin = principal(&[Role::Admin]);
+        assert!(require(&user, Operation::Register).is_ok());
+        assert!(require(&user, Operation::Lifecycle(LifecycleAction::Suspend)).is_err());
+        assert!(require(&operator, Operation::Lifecycle(LifecycleAction::Suspend)).is_ok());
+        assert!(require(&operator, Operation::Lifecycle(LifecycleAction::Quarantine)).is_ok());
+        assert!(require(&operator, Operation::Lifecycle(LifecycleAction::Activate)).is_err());
+        assert!(require(&operator, Operation::Delete).is_err());
+        for op in
+            [Operation::Lifecycle(LifecycleAction::Release), Operation::SetTrustLevel, Operation::CreateUser]
+        {
+            assert!(require(&admin, op).is_ok());
+        }
+        let err = require(&user, Operation::Delete).unwrap_err();
+        assert_eq!(err.code.http_status(), 403);
+        assert_eq!(err.message, "only admin may delete overlays");
+    }
+}

@@ -1,0 +1,88 @@
+//! Capsules: created and read by users through the API, and by overlays through host functions.
+
+use crate::OverlayService;
+use crate::access::{Operation, require};
+use forge_model::{Capsule, CapsuleHit, ForgeError, NewCapsule, Principal, TrustLevel};
+use forge_runtime::host::capsules::MAX_SEARCH_LIMIT;
+use forge_runtime::{CapsuleStore, HostCallError};
+use forge_storage::{Repository, StorageError};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The repository as the runtime's capsule store: storage failures are host faults, never the
+/// overlay's.
+pub(crate) struct RepositoryCapsules {
+    repo: Arc<dyn Repository>,
+}
+
+impl RepositoryCapsules {
+    pub(crate) fn new(repo: Arc<dyn Repository>) -> Self {
+        RepositoryCapsules { repo }
+    }
+}
+
+fn fault(error: StorageError) -> HostCallError {
+    HostCallError::Fault(format!("capsule store: {error}"))
+}
+
+#[async_trait::async_trait]
+impl CapsuleStore for RepositoryCapsules {
+    async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError> {
+        self.repo.get_capsule(id).await.map_err(fault)
+    }
+
+    async fn search(
+        &self,
+        query: &str,
+        limit: u32,
+        max_trust: TrustLevel,
+    ) -> Result<Vec<CapsuleHit>, HostCallError> {
+        self.repo.search_capsules(query, limit, max_trust).await.map_err(fault)
+    }
+
+    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
+        self.repo.insert_capsule(capsule).await.map_err(fault)
+    }
+}
+
+impl OverlayService {
+    /// Stores a capsule owned by `actor`, at most as trusted as the actor.
+    pub async fn create_capsule(
+        &self,
+        actor: &Principal,
+        mut capsule: NewCapsule,
+    ) -> Result<Capsule, ForgeError> {
+        require(actor, Operation::WriteCapsule)?;
+        capsule.validate()?;
+        if !actor.trust_level.can_access(capsule.trust_level) {
+            return Err(ForgeError::authorization(format!(
+                "trust level {} cannot create a capsule of trust level {}",
+                actor.trust_level, capsule.trust_level
+            )));
+        }
+        capsule.owner = Some(actor.name.clone());
+        capsule.created_by_overlay = None;
+        Ok(self.inner.repo.insert_capsule(capsule).await?)
+    }
+
+    /// A capsule the caller's trust can access; any other is "not found", like a missing one.
+    pub async fn get_capsule(&self, caller: &Principal, id: Uuid) -> Result<Capsule, ForgeError> {
+        require(caller, Operation::Read)?;
+        match self.inner.repo.get_capsule(id).await? {
+            Some(capsule) if caller.trust_level.can_access(capsule.trust_level) => Ok(capsule),
+            _ => Err(ForgeError::not_found(format!("capsule {id} not found"))),
+        }
+    }
+
+    /// Full-text search among the capsules the caller's trust can access, best first.
+    pub async fn search_capsules(
+        &self,
+        caller: &Principal,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<CapsuleHit>, ForgeError> {
+        require(caller, Operation::Read)?;
+        let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
+        Ok(self.inner.repo.search_capsules(query, limit, caller.trust_level).await?)
+    }
+}

@@ -1,0 +1,59 @@
+//! Service settings, each with its default and what it trades.
+
+use forge_model::QuarantinePolicy;
+use forge_runtime::RuntimeConfig;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub runtime: RuntimeConfig,
+
+    /// When an overlay is quarantined automatically. Default: Forge's rule, at least 10 invocations
+    /// and a failure rate above 0.5.
+    pub quarantine: QuarantinePolicy,
+
+    /// How long an overlay record read from the database is used before it is read again.
+    /// Default: 1 s.
+    ///
+    /// Changes made through this process apply at once; a change made by another server process
+    /// sharing the database (a suspension, say) is seen within this time, or sooner when the overlay
+    /// is busy (every metrics batch brings back its current state). Shorter costs a database read per
+    /// overlay per period.
+    pub record_refresh: Duration,
+
+    /// Invocations running at once in this process, over all overlays. Past it, 429 with
+    /// `retry_after`. Default: 256 (keep it below `runtime.max_instances`).
+    pub max_in_flight: usize,
+
+    /// Invocations of one overlay running at once. Default: 64, so that one busy overlay cannot take
+    /// every slot.
+    pub max_in_flight_per_overlay: usize,
+
+    /// How long the metrics writer waits after the first invocation of an idle period before it
+    /// writes the batch. Default: 5 ms.
+    ///
+    /// Metrics are written behind the invocations, in batches (one transaction per batch, one row
+    /// update per overlay), so persistence costs little per call; the price is that a process killed
+    /// with SIGKILL loses at most the batch being gathered (counts never go backwards). Graceful
+    /// shutdown writes everything.
+    pub metrics_batch_window: Duration,
+
+    /// How long a verified API token is trusted before it is looked up again. Default: 5 s.
+    ///
+    /// Revoking through this process applies at once; through another process, within this time.
+    pub token_cache_ttl: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            runtime: RuntimeConfig::default(),
+            quarantine: QuarantinePolicy::default(),
+            record_refresh: Duration::from_secs(1),
+            max_in_flight: 256,
+            max_in_flight_per_overlay: 64,
+            metrics_batch_window: Duration::from_millis(5),
+            token_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}

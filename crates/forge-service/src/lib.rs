@@ -1,0 +1,90 @@
+//! The Forge overlay service: what the HTTP API and the CLI expose.
+//!
+//! [`OverlayService`] registers overlays (checked, content-addressed in the blob store, recorded in
+//! the repository), moves them through their lifecycle with an audit trail, invokes them through the
+//! original Forge pipeline (exists, active, trust, entry point, binary verified, run, record, health),
+//! keeps their health and quarantines those that fail too often. It behaves the same on the embedded
+//! default (SQLite and a local directory) and on PostgreSQL with S3 shared by several processes.
+
+mod access;
+mod capsules;
+mod config;
+mod invoke;
+mod metrics;
+mod recorder;
+mod registry;
+mod users;
+
+pub use access::{Operation, require};
+pub use config::ServiceConfig;
+pub use metrics::ServiceMetrics;
+pub use registry::Registration;
+pub use users::{NewUser, generate_token, token_hash};
+
+use forge_model::ForgeError;
+use forge_runtime::{HostServices, NoNetwork, Runtime};
+use forge_storage::{BlobStore, Repository};
+use std::sync::Arc;
+
+/// The service. Cheap to clone; every clone is the same service.
+#[derive(Clone)]
+pub struct OverlayService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    repo: Arc<dyn Repository>,
+    blobs: BlobStore,
+    runtime: Runtime,
+    overlays: invoke::OverlayCache,
+    recorder: Arc<recorder::Recorder>,
+    tokens: users::TokenCache,
+    metrics: ServiceMetrics,
+}
+
+impl OverlayService {
+    /// Starts the service on a repository and a blob store. Must be called inside a Tokio runtime:
+    /// host functions and the metrics writer run on it.
+    pub fn new(
+        config: ServiceConfig,
+        repo: Arc<dyn Repository>,
+        blobs: BlobStore,
+    ) -> Result<Self, ForgeError> {
+        let capsules = Arc::new(capsules::RepositoryCapsules::new(repo.clone()));
+        let services =
+            HostServices { capsules, http: Arc::new(NoNetwork), io: Some(tokio::runtime::Handle::current()) };
+        let runtime = Runtime::new(config.runtime.clone(), services)?;
+        let recorder = Arc::new(recorder::Recorder::default());
+        let service = OverlayService {
+            inner: Arc::new(Inner {
+                overlays: invoke::OverlayCache::default(),
+                tokens: users::TokenCache::default(),
+                metrics: ServiceMetrics::new(),
+                recorder,
+                runtime,
+                repo,
+                blobs,
+                config,
+            }),
+        };
+        recorder::spawn_writer(&service);
+        Ok(service)
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.inner.metrics
+    }
+
+    /// Writes every metric recorded so far and closes the database: call once, at shutdown, after
+    /// the last invocation.
+    pub async fn shutdown(&self) -> Result<(), ForgeError> {
+        let flushed = self.flush_metrics().await;
+        self.inner.repo.close().await;
+        flushed
+    }
+}

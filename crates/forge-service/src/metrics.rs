@@ -1,0 +1,119 @@
+//! Prometheus metrics of the service, rendered by the HTTP server at `/metrics`.
+
+use forge_model::{ErrorKind, OverlayResult};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the service exports.
+pub struct ServiceMetrics {
+    registry: Registry,
+    invocations: IntCounterVec,
+    duration: HistogramVec,
+    fuel: IntCounterVec,
+    quarantines: IntCounterVec,
+    refusals: IntCounterVec,
+    pub(crate) in_flight: IntGauge,
+}
+
+/// One overlay's series, resolved once so an invocation does no label lookups.
+pub(crate) struct OverlaySeries {
+    /// Index 0 is success; then one per [`ErrorKind::ALL`].
+    outcomes: Vec<prometheus::IntCounter>,
+    duration: prometheus::Histogram,
+    fuel: prometheus::IntCounter,
+}
+
+impl OverlaySeries {
+    pub(crate) fn observe(&self, result: &OverlayResult) {
+        let index = result
+            .error_kind
+            .map_or(0, |kind| 1 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0));
+        self.outcomes[index].inc();
+        self.duration.observe(result.execution_time_ms / 1e3);
+        self.fuel.inc_by(result.fuel_consumed);
+    }
+}
+
+impl ServiceMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new_custom(Some("forge".into()), None).expect("valid prefix");
+        let invocations = IntCounterVec::new(
+            Opts::new(
+                "invocations_total",
+                "Invocations that ran, by overlay and outcome (error_kind, or `ok`)",
+            ),
+            &["overlay", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("invocation_duration_seconds", "Wall-clock time of invocations that ran")
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                    30.0,
+                ]),
+            &["overlay"],
+        )
+        .expect("valid metric");
+        let fuel = IntCounterVec::new(
+            Opts::new("fuel_consumed_total", "Fuel consumed by invocations"),
+            &["overlay"],
+        )
+        .expect("valid metric");
+        let quarantines = IntCounterVec::new(
+            Opts::new("quarantines_total", "Overlays quarantined, automatically or by hand"),
+            &["overlay", "trigger"],
+        )
+        .expect("valid metric");
+        let refusals = IntCounterVec::new(
+            Opts::new("refusals_total", "Invocations refused before running, by reason"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("instances_in_flight", "Invocations running now").expect("valid metric");
+        for collector in [
+            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(fuel.clone()),
+            Box::new(quarantines.clone()),
+            Box::new(refusals.clone()),
+            Box::new(in_flight.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        ServiceMetrics { registry, invocations, duration, fuel, quarantines, refusals, in_flight }
+    }
+
+    pub(crate) fn series(&self, overlay: &str) -> OverlaySeries {
+        let outcomes = std::iter::once("ok")
+            .chain(ErrorKind::ALL.iter().map(|k| k.as_str()))
+            .map(|outcome| self.invocations.with_label_values(&[overlay, outcome]))
+            .collect();
+        OverlaySeries {
+            outcomes,
+            duration: self.duration.with_label_values(&[overlay]),
+            fuel: self.fuel.with_label_values(&[overlay]),
+        }
+    }
+
+    pub(crate) fn quarantined(&self, overlay: &str, automatic: bool) {
+        self.quarantines.with_label_values(&[overlay, if automatic { "automatic" } else { "manual" }]).inc();
+    }
+
+    pub(crate) fn refused(&self, reason: &str) {
+        self.refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut text).expect("text encoding cannot fail");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+}
+
+/// The label an overlay's series carry: `name@version`.
+pub(crate) fn label(name: &str, version: &str) -> String {
+    format!("{name}@{version}")
+}

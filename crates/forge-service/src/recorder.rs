@@ -1,0 +1,101 @@
+//! Health metrics written behind the invocations, in batches.
+//!
+//! Each invocation adds its result to the pending delta of its overlay (a mutex and a few additions);
+//! a writer task turns the pending deltas into one `record_metrics` transaction, which increments the
+//! counters in the database and takes the quarantine decision there, atomically. Under load a batch
+//! gathers while the previous one is written, so the cost per invocation shrinks as load grows.
+
+use crate::OverlayService;
+use chrono::Utc;
+use forge_model::{ForgeError, OverlayResult};
+use forge_storage::MetricsDelta;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Pause after a failed write before the next attempt; the batch is kept meanwhile.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+pub(crate) struct Recorder {
+    pending: Mutex<HashMap<Uuid, MetricsDelta>>,
+    wake: Notify,
+    /// Serialises writes, so that `flush` returns only after everything recorded before it is stored.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl Recorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, MetricsDelta>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn record(&self, overlay_id: Uuid, result: &OverlayResult) {
+        let now = Utc::now();
+        self.lock().entry(overlay_id).or_insert_with(|| MetricsDelta::new(overlay_id, now)).add(result, now);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<MetricsDelta> {
+        self.lock().drain().map(|(_, delta)| delta).collect()
+    }
+
+    fn put_back(&self, batch: Vec<MetricsDelta>) {
+        let mut pending = self.lock();
+        for delta in batch {
+            match pending.get_mut(&delta.overlay_id) {
+                Some(newer) => newer.merge(delta),
+                None => {
+                    pending.insert(delta.overlay_id, delta);
+                }
+            }
+        }
+    }
+}
+
+impl OverlayService {
+    /// Stores every metric recorded so far (and applies any quarantine they call for).
+    pub async fn flush_metrics(&self) -> Result<(), ForgeError> {
+        let recorder = &self.inner.recorder;
+        let _writing = recorder.writer.lock().await;
+        let batch = recorder.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.inner.repo.record_metrics(&batch, self.inner.config.quarantine).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    self.apply_metrics_outcome(outcome);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                recorder.put_back(batch);
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Starts the writer task. It holds the service weakly and ends when the service is dropped.
+pub(crate) fn spawn_writer(service: &OverlayService) {
+    let recorder: Arc<Recorder> = service.inner.recorder.clone();
+    let service: Weak<crate::Inner> = Arc::downgrade(&service.inner);
+    let window = match service.upgrade() {
+        Some(inner) => inner.config.metrics_batch_window,
+        None => return,
+    };
+    tokio::spawn(async move {
+        loop {
+            recorder.wake.notified().await;
+            tokio::time::sleep(window).await;
+            let Some(inner) = service.upgrade() else { return };
+            if let Err(error) = (OverlayService { inner }).flush_metrics().await {
+                tracing::warn!(%error, "cannot write invocation metrics; keeping them for the next attempt");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                recorder.wake.notify_one();
+            }
+        }
+    });
+}

@@ -1,0 +1,82 @@
+//! Capsules as users see them, and users with their tokens.
+
+use crate::common::*;
+use forge_model::{CapsuleType, ErrorCode, NewCapsule, Role, TrustLevel};
+use forge_service::NewUser;
+
+fn capsule(content: &str, trust: TrustLevel) -> NewCapsule {
+    NewCapsule {
+        content: content.into(),
+        capsule_type: CapsuleType::Decision,
+        trust_level: trust,
+        metadata: Default::default(),
+        owner: None,
+        created_by_overlay: None,
+    }
+}
+
+pub async fn capsules_are_filtered_by_trust(env: &Env) {
+    let svc = &env.service;
+    let open =
+        svc.create_capsule(&user(), capsule("adopt wasm overlays", TrustLevel::Sandbox)).await.unwrap();
+    assert_eq!(open.owner.as_deref(), Some("ursula"));
+    let secret =
+        svc.create_capsule(&admin(), capsule("wasm budget decision", TrustLevel::Core)).await.unwrap();
+    let err = svc.create_capsule(&user(), capsule("escalate", TrustLevel::Core)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthorizationError, "no capsule above the creator's trust");
+    assert_eq!(
+        svc.create_capsule(&user(), capsule("  ", TrustLevel::Sandbox)).await.unwrap_err().code,
+        ErrorCode::ValidationError
+    );
+
+    assert_eq!(svc.get_capsule(&user(), open.id).await.unwrap().content, "adopt wasm overlays");
+    let hidden = svc.get_capsule(&user(), secret.id).await.unwrap_err();
+    assert_eq!(hidden.code, ErrorCode::NotFound);
+    assert_eq!(hidden.message, format!("capsule {} not found", secret.id));
+    assert_eq!(svc.get_capsule(&admin(), secret.id).await.unwrap().id, secret.id);
+
+    let hits = svc.search_capsules(&user(), "wasm", 10).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.capsule.id).collect::<Vec<_>>(), [open.id]);
+    assert_eq!(svc.search_capsules(&admin(), "wasm", 10).await.unwrap().len(), 2);
+    assert!(svc.search_capsules(&admin(), "\"unbalanced AND (", 10).await.unwrap().is_empty());
+}
+
+pub async fn users_get_tokens_that_authenticate_until_revoked(env: &Env) {
+    let svc = &env.service;
+    let new_user =
+        NewUser { name: "dana".into(), roles: vec![Role::Operator], trust_level: TrustLevel::Trusted };
+    let refused = svc.create_user(&operator(), new_user.clone()).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::AuthorizationError);
+    let (dana, token) = svc.create_user(&admin(), new_user.clone()).await.unwrap();
+    assert_eq!((dana.name.as_str(), dana.roles.as_slice()), ("dana", &[Role::Operator][..]));
+    assert_eq!(svc.create_user(&admin(), new_user).await.unwrap_err().code, ErrorCode::Conflict);
+    let dana = svc.authenticate(&token).await.unwrap();
+    assert_eq!((dana.name.as_str(), dana.trust_level), ("dana", TrustLevel::Trusted));
+    assert_eq!(svc.authenticate("fgo_not-a-token").await.unwrap_err().code, ErrorCode::AuthenticationError);
+    let too_trusted = NewUser { name: "eve".into(), roles: vec![Role::User], trust_level: TrustLevel::Core };
+    let modest = principal("modest", Role::Admin, TrustLevel::Standard);
+    assert_eq!(svc.create_user(&modest, too_trusted).await.unwrap_err().code, ErrorCode::AuthorizationError);
+
+    assert_eq!(svc.revoke_token(&user(), &token).await.unwrap_err().code, ErrorCode::NotFound, "not theirs");
+    svc.revoke_token(&dana, &token).await.unwrap();
+    assert_eq!(svc.authenticate(&token).await.unwrap_err().code, ErrorCode::AuthenticationError);
+}
+
+pub async fn bootstrap_token_is_idempotent(env: &Env) {
+    let svc = &env.service;
+    let token = forge_service::generate_token();
+    let first = svc.ensure_token("admin", Role::Admin, TrustLevel::Core, &token).await.unwrap();
+    let second = svc.ensure_token("admin", Role::Admin, TrustLevel::Core, &token).await.unwrap();
+    assert_eq!(first.id, second.id);
+    let another = forge_service::generate_token();
+    assert_eq!(
+        svc.ensure_token("admin", Role::Admin, TrustLevel::Core, &another).await.unwrap().id,
+        first.id
+    );
+    let admin = svc.authenticate(&token).await.unwrap();
+    assert!(admin.has_role(Role::Admin));
+    assert_eq!(svc.authenticate(&another).await.unwrap().name, "admin");
+    let clash =
+        svc.ensure_token("admin", Role::Operator, TrustLevel::Core, &forge_service::generate_token()).await;
+    assert_eq!(clash.unwrap_err().code, ErrorCode::Conflict);
+}

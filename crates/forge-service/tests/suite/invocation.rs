@@ -1,0 +1,229 @@
+//! The invocation pipeline: its refusals in order, metrics, health and quarantine.
+
+use crate::common::*;
+use forge_model::{ErrorCode, ErrorKind, LifecycleAction, OverlayState, PageRequest, Role, TrustLevel};
+use forge_service::ServiceConfig;
+use serde_json::json;
+use std::time::Duration;
+
+pub async fn refusals_come_in_the_original_order(env: &Env) {
+    let svc = &env.service;
+    let missing =
+        svc.invoke(&user(), uuid::Uuid::now_v7(), invocation("process", echo_args())).await.unwrap_err();
+    assert_eq!(missing.code, ErrorCode::NotFound);
+
+    let overlay = env.register_example("echo").await;
+    // Pending, and the caller could not access it anyway: the state is reported first.
+    svc.set_trust_level(&admin(), overlay.id, TrustLevel::Core, None).await.unwrap();
+    let pending = svc.invoke(&user(), overlay.id, invocation("nope", echo_args())).await.unwrap_err();
+    assert_eq!(pending.code, ErrorCode::ValidationError);
+    assert!(pending.message.contains("is pending, not active"), "{}", pending.message);
+    assert_eq!(pending.details["state"], "pending");
+
+    svc.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap();
+    let trust = svc.invoke(&user(), overlay.id, invocation("nope", echo_args())).await.unwrap_err();
+    assert_eq!(trust.code, ErrorCode::AuthorizationError, "standard cannot access core");
+
+    svc.set_trust_level(&admin(), overlay.id, TrustLevel::Standard, None).await.unwrap();
+    let function = svc.invoke(&user(), overlay.id, invocation("nope", echo_args())).await.unwrap_err();
+    assert_eq!(function.code, ErrorCode::ValidationError);
+    assert!(function.message.contains("available: process, fail"), "{}", function.message);
+
+    let ok = svc.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap();
+    assert!(ok.success);
+    assert_eq!(ok.result.unwrap()["echo"], echo_args());
+    let failed =
+        svc.invoke(&user(), overlay.id, invocation("fail", json!({"message": "boom"}))).await.unwrap();
+    assert_eq!((failed.success, failed.error_kind), (false, Some(ErrorKind::OverlayError)));
+}
+
+pub async fn tampered_or_missing_binary_is_never_run(env: &Env) {
+    let svc = &env.service;
+    let tampered = env.active_example("echo", TrustLevel::Sandbox).await;
+    env.blobs.blobs.put(&tampered.wasm_key, fixture("text-stats.wasm").into()).await.unwrap();
+    let err = svc.invoke(&user(), tampered.id, invocation("process", echo_args())).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+    assert_eq!(err.code.http_status(), 503);
+
+    let missing = env.active_example("text-stats", TrustLevel::Sandbox).await;
+    env.blobs.blobs.delete(&missing.wasm_key).await.unwrap();
+    let err = svc.invoke(&user(), missing.id, invocation("process", json!({"text": "a"}))).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+
+    svc.flush_metrics().await.unwrap();
+    for id in [tampered.id, missing.id] {
+        assert_eq!(svc.get(&admin(), id).await.unwrap().health.invocation_count, 0, "nothing ran");
+    }
+}
+
+pub async fn invocations_are_counted_with_latency(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Sandbox).await;
+    for i in 0..20 {
+        let function = if i % 5 == 0 { "fail" } else { "process" };
+        svc.invoke(&user(), overlay.id, invocation(function, json!({"message": "every fifth"})))
+            .await
+            .unwrap();
+    }
+    let health = svc.health(&user(), overlay.id).await.unwrap();
+    assert_eq!((health.invocation_count, health.failure_count, health.host_failure_count), (20, 4, 0));
+    assert!((health.failure_rate - 0.2).abs() < 1e-9);
+    assert!(health.avg_execution_ms > 0.0);
+    let (p50, p95) = (health.p50_execution_ms.unwrap(), health.p95_execution_ms.unwrap());
+    assert!(p50 > 0.0 && p50 <= p95, "{p50} {p95}");
+    assert!(health.last_invoked_at.is_some());
+    assert!(health.last_error.unwrap().contains("every fifth"));
+    assert_eq!(health.state, OverlayState::Active);
+    let metrics = svc.metrics().render();
+    assert!(
+        metrics.contains(r#"forge_invocations_total{outcome="ok",overlay="echo@0.1.0"} 16"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"forge_invocations_total{outcome="overlay_error",overlay="echo@0.1.0"} 4"#));
+}
+
+pub async fn failing_overlay_is_quarantined_once(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Sandbox).await;
+    let mut ran = 0;
+    for _ in 0..30 {
+        match svc.invoke(&user(), overlay.id, invocation("fail", json!({"message": "broken"}))).await {
+            Ok(result) => {
+                assert!(!result.success);
+                ran += 1;
+            }
+            Err(refused) => assert!(refused.message.contains("is quarantined"), "{}", refused.message),
+        }
+        if ran == 12 {
+            svc.flush_metrics().await.unwrap();
+        }
+    }
+    svc.flush_metrics().await.unwrap();
+    let health = svc.health(&user(), overlay.id).await.unwrap();
+    assert_eq!(health.state, OverlayState::Quarantined);
+    assert_eq!(health.invocation_count, ran, "every invocation that ran is counted");
+    assert!((10..30).contains(&ran), "quarantine stopped further calls after {ran}");
+    let events = svc.events(&admin(), overlay.id, PageRequest::new(None, Some(100))).await.unwrap();
+    let quarantines: Vec<_> = events.items.iter().filter(|e| e.action == "auto_quarantine").collect();
+    assert_eq!(quarantines.len(), 1);
+    assert_eq!(quarantines[0].actor, "system");
+    assert_eq!(quarantines[0].details["failure_rate"], 1.0);
+    assert!(
+        svc.metrics()
+            .render()
+            .contains(r#"forge_quarantines_total{overlay="echo@0.1.0",trigger="automatic"} 1"#)
+    );
+}
+
+pub async fn core_overlays_are_never_quarantined(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Core).await;
+    let core_caller = principal("coreuser", Role::User, TrustLevel::Core);
+    for _ in 0..25 {
+        let result =
+            svc.invoke(&core_caller, overlay.id, invocation("fail", json!({"message": "x"}))).await.unwrap();
+        assert!(!result.success);
+    }
+    let health = svc.health(&core_caller, overlay.id).await.unwrap();
+    assert_eq!((health.state, health.failure_count), (OverlayState::Active, 25));
+}
+
+pub async fn invoke_by_name_picks_the_newest_active_version(env: &Env) {
+    let svc = &env.service;
+    let mut ids = Vec::new();
+    for version in ["1.9.0", "1.10.0", "1.2.0"] {
+        let manifest = manifest_named("multi", version, "entry_points = [\"process\", \"fail\"]");
+        let overlay = env.register_as(&user(), manifest, fixture("echo.wasm")).await.unwrap();
+        svc.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap();
+        ids.push(overlay.id);
+    }
+    let count = |svc: &forge_service::OverlayService, id| {
+        let svc = svc.clone();
+        async move { svc.health(&admin(), id).await.unwrap().invocation_count }
+    };
+    svc.invoke_by_name(&user(), "multi", invocation("process", echo_args())).await.unwrap();
+    assert_eq!(count(svc, ids[1]).await, 1, "1.10.0 is newer than 1.9.0");
+    svc.transition(&operator(), ids[1], LifecycleAction::Suspend, Some("rollback".into())).await.unwrap();
+    svc.invoke_by_name(&user(), "multi", invocation("process", echo_args())).await.unwrap();
+    assert_eq!(count(svc, ids[0]).await, 1, "then 1.9.0");
+    let none =
+        svc.invoke_by_name(&user(), "nothing-here", invocation("process", echo_args())).await.unwrap_err();
+    assert_eq!(none.code, ErrorCode::NotFound);
+}
+
+pub async fn too_many_in_flight_is_refused_with_retry_after(env: &Env) {
+    let spin = br#"(module (memory (export "memory") 1)
+        (func (export "forge_alloc") (param i32) (result i32) (i32.const 16))
+        (func (export "process") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))"#;
+    let manifest = manifest_named("spinner", "1.0.0", "max_fuel = 1000000000000\nmax_execution_ms = 400");
+    let overlay = env.register_as(&user(), manifest, spin.to_vec()).await.unwrap();
+    env.service.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap();
+    let narrow = env.sibling(ServiceConfig { max_in_flight_per_overlay: 1, ..ServiceConfig::default() });
+    let busy = {
+        let narrow = narrow.clone();
+        tokio::spawn(
+            async move { narrow.invoke(&user(), overlay.id, invocation("process", json!({}))).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refused = narrow.invoke(&user(), overlay.id, invocation("process", json!({}))).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::RateLimitExceeded);
+    assert_eq!(refused.code.http_status(), 429);
+    assert_eq!(refused.details["retry_after"], 1);
+    let first = busy.await.unwrap().unwrap();
+    assert_eq!(first.error_kind, Some(ErrorKind::Timeout));
+    // The slot is free again.
+    let again = narrow.invoke(&user(), overlay.id, invocation("process", json!({}))).await.unwrap();
+    assert_eq!(again.error_kind, Some(ErrorKind::Timeout));
+    assert!(narrow.metrics().render().contains(r#"forge_refusals_total{reason="overlay_limit"} 1"#));
+}
+
+pub async fn capsule_insight_reads_and_writes_through_the_service(env: &Env) {
+    let svc = &env.service;
+    for (content, trust) in [
+        ("wasm overlays isolate plugins", TrustLevel::Sandbox),
+        ("wasm fuel bounds the cpu", TrustLevel::Standard),
+        ("wasm secrets for the core team", TrustLevel::Core),
+    ] {
+        let capsule = forge_model::NewCapsule {
+            content: content.into(),
+            capsule_type: forge_model::CapsuleType::Knowledge,
+            trust_level: trust,
+            metadata: Default::default(),
+            owner: None,
+            created_by_overlay: None,
+        };
+        svc.create_capsule(&admin(), capsule).await.unwrap();
+    }
+    let overlay = env.active_example("capsule-insight", TrustLevel::Standard).await;
+    let result = svc
+        .invoke(&user(), overlay.id, invocation("process", json!({"query": "wasm", "limit": 10})))
+        .await
+        .unwrap();
+    assert!(result.success, "{result:?}");
+    let result = result.result.unwrap();
+    assert_eq!(result["found"], 2, "the core capsule is beyond the overlay's trust");
+    let id: uuid::Uuid = result["insight_id"].as_str().unwrap().parse().unwrap();
+    let insight = svc.get_capsule(&user(), id).await.unwrap();
+    assert_eq!(insight.capsule_type, forge_model::CapsuleType::Insight);
+    assert_eq!(insight.trust_level, TrustLevel::Standard);
+    assert_eq!(insight.created_by_overlay, Some(overlay.id));
+    assert_eq!(insight.metadata["overlay_name"], "capsule-insight");
+    assert_eq!(insight.metadata["created_by_overlay"], overlay.id.to_string());
+}
+
+pub async fn state_changes_apply_to_the_next_invocation(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Sandbox).await;
+    let other =
+        env.sibling(ServiceConfig { record_refresh: Duration::from_millis(100), ..ServiceConfig::default() });
+    assert!(other.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap().success);
+    svc.transition(&operator(), overlay.id, LifecycleAction::Suspend, Some("maintenance".into()))
+        .await
+        .unwrap();
+    let here = svc.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap_err();
+    assert!(here.message.contains("is suspended"), "this process sees its own change at once");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let there = other.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap_err();
+    assert!(there.message.contains("is suspended"), "another process sees it within record_refresh");
+}

@@ -1,12 +1,20 @@
 //! `forge-overlay`: the one binary of the Forge overlay runtime.
+//!
+//! - local, no server: `run`, `bench`, `validate`;
+//! - the server: `serve`, and `token create` to mint a token offline;
+//! - a client of a running server: `overlay ...`, `capsule ...`, `user create`;
+//! - `demo`: a newcomer's first five minutes against the embedded default.
 
+mod client;
+mod demo;
 mod local;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "forge-overlay", version, about = "Run, benchmark and validate Forge overlays")]
+#[command(name = "forge-overlay", version, about = "The Forge overlay runtime: run, serve and operate overlays")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,11 +28,27 @@ enum Command {
     Bench(local::BenchArgs),
     /// Run the registration checks alone.
     Validate(local::ValidateArgs),
+    /// Run the HTTP service.
+    Serve(serve::ServeArgs),
+    /// Manage API tokens offline, against the service's database.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
+    /// Overlays on a running server.
+    #[command(subcommand)]
+    Overlay(client::OverlayCommand),
+    /// Capsules on a running server.
+    #[command(subcommand)]
+    Capsule(client::CapsuleCommand),
+    /// Users on a running server.
+    #[command(subcommand)]
+    User(client::UserCommand),
+    /// Register the examples, invoke them, drive a failing overlay into quarantine, and tell the story.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("FORGE_LOG"))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FORGE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -32,5 +56,11 @@ fn main() -> ExitCode {
         Command::Run(args) => local::run(args),
         Command::Bench(args) => local::bench(args),
         Command::Validate(args) => local::validate(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Token(command) => serve::token(command),
+        Command::Overlay(command) => client::overlay(command),
+        Command::Capsule(command) => client::capsule(command),
+        Command::User(command) => client::user(command),
+        Command::Demo(args) => demo::demo(args),
     }
 }

@@ -191,14 +191,17 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    (0..per_thread)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let ok = call().is_ok_and(|o| o.result.success);
-                            assert!(ok, "a benchmark call failed");
-                            t.elapsed().as_nanos() as u64
-                        })
-                        .collect::<Vec<_>>()
+                    // One clock read per call: each latency runs from the end of the previous call.
+                    let mut latencies = Vec::with_capacity(per_thread as usize);
+                    let mut last = Instant::now();
+                    for _ in 0..per_thread {
+                        let ok = call().is_ok_and(|o| o.result.success);
+                        assert!(ok, "a benchmark call failed");
+                        let now = Instant::now();
+                        latencies.push((now - last).as_nanos() as u64);
+                        last = now;
+                    }
+                    latencies
                 })
             })
             .collect();

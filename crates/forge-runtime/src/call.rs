@@ -8,7 +8,7 @@ use forge_model::invocation::messages;
 use forge_model::{ErrorKind, OverlayResult};
 use serde_json::{Map, Value};
 use std::time::Instant;
-use wasmtime::{AsContext, AsContextMut, Extern, Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime::{AsContext, AsContextMut, Extern, Func, Memory, ResourceLimiter, Store, Trap, ValRaw};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 /// Ends a call from inside a host function or the memory limiter, with the failure it should report.
@@ -41,7 +41,7 @@ pub(crate) struct CallState {
     pub timeout_ms: u32,
     memory_limit_bytes: usize,
     memory: Option<Memory>,
-    alloc: Option<TypedFunc<i32, i32>>,
+    alloc: Option<AbiFunc<Alloc>>,
     request: Option<RequestContext>,
     wasi: Option<WasiP1Ctx>,
 }
@@ -119,7 +119,7 @@ pub(crate) fn write_to_guest(
     bytes: &[u8],
 ) -> wasmtime::Result<i64> {
     let state = store.as_context().data();
-    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory) else {
+    let (Some(alloc), Some(memory)) = (state.alloc, state.memory) else {
         return Err(Abort::new(
             ErrorKind::OverlayError,
             "host function called before the instance was ready",
@@ -151,7 +151,7 @@ pub(crate) struct CallPlan<'a> {
     pub entry_point: &'a wasmtime::ModuleExport,
     pub input: &'a [u8],
     pub timeout_ms: u32,
-    pub deadline_ticks: u64,
+    pub epoch: &'a crate::runtime::EpochTicker,
     pub limits: CallLimits,
     pub request: Option<RequestContext>,
 }
@@ -175,13 +175,15 @@ pub(crate) fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome 
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| state);
+    let timeout = std::time::Duration::from_millis(u64::from(plan.timeout_ms));
+    let deadline = plan.epoch.arm(&mut store, started, timeout);
     let max_fuel = prepared.max_fuel();
     let outcome = store.set_fuel(max_fuel).and_then(|()| {
-        store.set_epoch_deadline(plan.deadline_ticks);
         execute(&mut store, prepared, plan.entry_point, plan.input, plan.limits.max_output_bytes)
     });
     let fuel_consumed = max_fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     drop(store);
+    drop(deadline);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let result = match outcome {
         Ok(Ok(result)) => OverlayResult::ok(result, elapsed_ms, fuel_consumed),
@@ -212,18 +214,120 @@ fn execute(
     let Some(Extern::Memory(memory)) = instance.get_module_export(&mut *store, &exports.memory) else {
         return Ok(Err(Abort::new(ErrorKind::OverlayError, "the module does not export `memory`")));
     };
-    let alloc = func(store, &exports.alloc)?.typed::<i32, i32>(&*store)?;
+    // The exports' signatures were checked when the overlay was prepared (see `AbiFunc`).
+    let alloc = AbiFunc::<Alloc>::from_checked_export(func(store, &exports.alloc)?, store, prepared);
     let state = store.data_mut();
     state.memory = Some(memory);
     state.alloc = Some(alloc);
     if let Some(initialize) = &exports.initialize {
-        func(store, initialize)?.typed::<(), ()>(&*store)?.call(&mut *store, ())?;
+        let initialize = func(store, initialize)?;
+        AbiFunc::<Initialize>::from_checked_export(initialize, store, prepared).call(&mut *store)?;
     }
-    let entry = func(store, entry_point)?.typed::<(i32, i32), i64>(&*store)?;
+    let entry = func(store, entry_point)?;
+    let entry = AbiFunc::<EntryPoint>::from_checked_export(entry, store, prepared);
     let packed = write_to_guest(&mut *store, input)?;
     let (ptr, len) = ((packed >> 32) as i32, packed as i32);
-    let packed = entry.call(&mut *store, (ptr, len))? as u64;
+    let packed = entry.call(&mut *store, ptr, len)? as u64;
     Ok(read_result(memory.data(&*store), packed, max_output_bytes))
+}
+
+/// The three function signatures of ABI v1 that the host calls.
+struct Alloc; // forge_alloc: (i32) -> i32
+struct EntryPoint; // entry points: (i32, i32) -> i64
+struct Initialize; // _initialize: () -> ()
+
+trait Signature {
+    /// Wasmtime's own type check, for debug assertions.
+    fn matches(func: &Func, store: impl AsContext) -> bool;
+}
+impl Signature for Alloc {
+    fn matches(func: &Func, store: impl AsContext) -> bool {
+        func.typed::<i32, i32>(store).is_ok()
+    }
+}
+impl Signature for EntryPoint {
+    fn matches(func: &Func, store: impl AsContext) -> bool {
+        func.typed::<(i32, i32), i64>(store).is_ok()
+    }
+}
+impl Signature for Initialize {
+    fn matches(func: &Func, store: impl AsContext) -> bool {
+        func.typed::<(), ()>(store).is_ok()
+    }
+}
+
+/// An exported function of an instance of a prepared overlay, known to have the ABI signature `S`.
+///
+/// `Func::typed` would look the function's type up in the engine-wide type registry (a shared lock
+/// and three reference counts) for every function of every call, since a fresh instance means
+/// fresh `Func`s: about 5% of a small call, and a point of contention between threads. The check is
+/// redundant here: [`crate::runtime::Runtime::prepare`] builds a `PreparedOverlay` only after
+/// `abi::check_module` verified, on the very `Module` it pre-links, that `forge_alloc` is
+/// `(i32) -> i32`, every manifest entry point `(i32, i32) -> i64` and `_initialize` `() -> ()`,
+/// with exactly those value types and counts. An instance of that module exports at each of those
+/// `ModuleExport`s a function of exactly that type, so the raw call below passes well-typed
+/// arguments and reads a well-typed result. Debug builds (the test suites) check it again.
+struct AbiFunc<S> {
+    func: Func,
+    signature: std::marker::PhantomData<S>,
+}
+
+impl<S> Clone for AbiFunc<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for AbiFunc<S> {}
+
+impl<S: Signature> AbiFunc<S> {
+    /// `func` must be what an instance of `prepared`'s module exports at the `ModuleExport` that
+    /// `prepared.exports()` lists for the role `S`; `execute` obtains them no other way.
+    fn from_checked_export(func: Func, store: &Store<CallState>, _prepared: &PreparedOverlay) -> Self {
+        debug_assert!(S::matches(&func, store), "an export's signature differs from its ABI check");
+        AbiFunc { func, signature: std::marker::PhantomData }
+    }
+}
+
+impl<S> AbiFunc<S> {
+    /// Calls with `slots` holding the arguments; on return they hold the results.
+    fn call_raw<const N: usize>(
+        self,
+        store: impl AsContextMut,
+        slots: &mut [ValRaw; N],
+    ) -> wasmtime::Result<()> {
+        let slots: *mut [ValRaw] = slots.as_mut_slice();
+        // SAFETY: `Func::call_unchecked` requires (1) a valid array with room for the parameters
+        // and then the results: `slots` is a live, exclusively borrowed array that each caller
+        // below sizes to max(parameters, results) of `S`; (2) parameters of the function's types:
+        // the function has exactly the signature `S` (see the type's documentation) and each
+        // caller writes exactly those `ValRaw::i32`s; (3) valid references: the ABI signatures
+        // have none; (4) no use from inside `call_async`: the engine has no async support. A
+        // `Func` of another store makes Wasmtime panic rather than misbehave. Traps, fuel and
+        // epoch deadlines work as for `TypedFunc::call`, which takes the same `array_call` path.
+        unsafe { self.func.call_unchecked(store, slots) }
+    }
+}
+
+impl AbiFunc<Alloc> {
+    fn call(self, store: impl AsContextMut, size: i32) -> wasmtime::Result<i32> {
+        let mut slots = [ValRaw::i32(size)];
+        self.call_raw(store, &mut slots)?;
+        Ok(slots[0].get_i32())
+    }
+}
+
+impl AbiFunc<EntryPoint> {
+    fn call(self, store: impl AsContextMut, ptr: i32, len: i32) -> wasmtime::Result<i64> {
+        let mut slots = [ValRaw::i32(ptr), ValRaw::i32(len)];
+        self.call_raw(store, &mut slots)?;
+        Ok(slots[0].get_i64())
+    }
+}
+
+impl AbiFunc<Initialize> {
+    fn call(self, store: impl AsContextMut) -> wasmtime::Result<()> {
+        self.call_raw(store, &mut [])
+    }
 }
 
 /// Reads the entry point's packed `(ptr << 32) | len` result: a JSON object, or null when len is 0.

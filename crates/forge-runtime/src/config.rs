@@ -25,11 +25,13 @@ pub struct RuntimeConfig {
     /// small overlays touch far less than 2 MiB per call.
     pub memory_keep_resident: usize,
 
-    /// Period of the engine-wide epoch ticker that enforces wall-clock deadlines. Default: 1 ms.
+    /// Granularity of the engine-wide epoch that enforces wall-clock deadlines. Default: 1 ms.
     ///
-    /// A guest is stopped at most about one period after its deadline. Shorter periods stop guests
-    /// more promptly at the cost of a thread waking more often; each store's deadline is counted in
-    /// ticks, so one ticker serves every concurrent call.
+    /// A guest is stopped at the first tick after its deadline (never before it): at most one
+    /// period plus the ticker thread's wake-up latency late. The ticker wakes only when some call's
+    /// deadline is due, not every period, so a shorter period costs no wake-ups; it only lengthens
+    /// the catch-up (one epoch increment per elapsed period) the ticker does when it wakes after a
+    /// long sleep. Each store's deadline is counted in ticks, so one ticker serves every call.
     pub epoch_tick: Duration,
 
     /// Largest invocation input (the `args` JSON) accepted, in bytes. Default: 1 MiB.

@@ -6,6 +6,7 @@ use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Ru
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Exit status when the module or manifest was rejected before anything ran.
@@ -124,8 +125,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
-    // Host functions wait on an async backend; give them a runtime of their own.
-    let outcome = match runtime.invoke(&prepared, &identity, &invocation) {
+    let outcome = match executor(1).block_on(runtime.invoke(&prepared, &identity, &invocation)) {
         Ok(outcome) => outcome,
         Err(e) => return rejected(&e),
     };
@@ -162,6 +162,18 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
     }
 }
 
+/// A Tokio runtime with `threads` workers (the current thread alone for one) to run invocations on.
+fn executor(threads: usize) -> tokio::runtime::Runtime {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build().expect("cannot start the Tokio runtime")
+}
+
 pub fn bench(args: BenchArgs) -> ExitCode {
     let invocation = match parse_args(&args.args) {
         Ok(parsed) => OverlayInvocation::new(&args.function, parsed),
@@ -171,8 +183,9 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
-    let call = || runtime.invoke(&prepared, &identity, &invocation);
-    match call() {
+    let threads = args.concurrency.max(1) as usize;
+    let executor = executor(threads);
+    match executor.block_on(runtime.invoke(&prepared, &identity, &invocation)) {
         Ok(outcome) if outcome.result.success => {}
         Ok(outcome) => {
             eprintln!("the overlay fails: {}", outcome.result.error.unwrap_or_default());
@@ -180,32 +193,36 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         }
         Err(e) => return rejected(&e),
     }
+    let call = Arc::new((runtime, prepared, identity, invocation));
+    // Each task makes `calls` invocations in a row; one clock read per call, so each latency runs
+    // from the end of the previous call.
+    let run = |calls: u64| {
+        let call = call.clone();
+        async move {
+            let (runtime, prepared, identity, invocation) = &*call;
+            let mut latencies = Vec::with_capacity(calls as usize);
+            let mut last = Instant::now();
+            for _ in 0..calls {
+                let outcome = runtime.invoke(prepared, identity, invocation).await;
+                assert!(outcome.is_ok_and(|o| o.result.success), "a benchmark call failed");
+                let now = Instant::now();
+                latencies.push((now - last).as_nanos() as u64);
+                last = now;
+            }
+            latencies
+        }
+    };
     // Warm the pool slots and caches the measured calls will use.
-    for _ in 0..args.iterations.min(1000) {
-        let _ = call();
-    }
-    let threads = args.concurrency.max(1);
-    let per_thread = args.iterations.div_ceil(threads);
+    executor.block_on(run(args.iterations.min(1000)));
+    let per_task = args.iterations.div_ceil(threads as u64);
     let started = Instant::now();
-    let mut latencies_ns: Vec<u64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    // One clock read per call: each latency runs from the end of the previous call.
-                    let mut latencies = Vec::with_capacity(per_thread as usize);
-                    let mut last = Instant::now();
-                    for _ in 0..per_thread {
-                        let ok = call().is_ok_and(|o| o.result.success);
-                        assert!(ok, "a benchmark call failed");
-                        let now = Instant::now();
-                        latencies.push((now - last).as_nanos() as u64);
-                        last = now;
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("benchmark thread panicked")).collect()
+    let mut latencies_ns: Vec<u64> = executor.block_on(async {
+        let tasks: Vec<_> = (0..threads).map(|_| tokio::spawn(run(per_task))).collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("benchmark task panicked"));
+        }
+        all
     });
     let seconds = started.elapsed().as_secs_f64();
     latencies_ns.sort_unstable();

@@ -8,7 +8,9 @@ use forge_model::invocation::messages;
 use forge_model::{ErrorKind, OverlayResult};
 use serde_json::{Map, Value};
 use std::time::Instant;
-use wasmtime::{AsContext, AsContextMut, Extern, Func, Memory, ResourceLimiter, Store, Trap, ValRaw};
+use wasmtime::{
+    AsContext, AsContextMut, Extern, Memory, ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 /// Ends a call from inside a host function or the memory limiter, with the failure it should report.
@@ -41,7 +43,7 @@ pub(crate) struct CallState {
     pub timeout_ms: u32,
     memory_limit_bytes: usize,
     memory: Option<Memory>,
-    alloc: Option<AbiFunc<Alloc>>,
+    alloc: Option<TypedFunc<i32, i32>>,
     request: Option<RequestContext>,
     wasi: Option<WasiP1Ctx>,
 }
@@ -114,12 +116,12 @@ impl ResourceLimiter for CallState {
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Copies `bytes` into memory the guest allocates with `forge_alloc`; returns `(ptr << 32) | len`.
-pub(crate) fn write_to_guest(
+pub(crate) async fn write_to_guest(
     mut store: impl AsContextMut<Data = CallState>,
     bytes: &[u8],
 ) -> wasmtime::Result<i64> {
     let state = store.as_context().data();
-    let (Some(alloc), Some(memory)) = (state.alloc, state.memory) else {
+    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory) else {
         return Err(Abort::new(
             ErrorKind::OverlayError,
             "host function called before the instance was ready",
@@ -128,7 +130,7 @@ pub(crate) fn write_to_guest(
     };
     let len =
         i32::try_from(bytes.len()).map_err(|_| Abort::new(ErrorKind::HostError, "response too large"))?;
-    let ptr = alloc.call(&mut store, len)?;
+    let ptr = alloc.call_async(&mut store, len).await?;
     if ptr == 0 && len > 0 {
         return Err(Abort::new(ErrorKind::OverlayError, format!("forge_alloc({len}) returned 0")).into());
     }
@@ -151,21 +153,24 @@ pub(crate) struct CallPlan<'a> {
     pub entry_point: &'a wasmtime::ModuleExport,
     pub input: &'a [u8],
     pub timeout_ms: u32,
-    pub epoch: &'a crate::runtime::EpochTicker,
     pub limits: CallLimits,
     pub request: Option<RequestContext>,
 }
 
 /// Runs one call in a fresh store. Never panics on guest behaviour; every failure is a result.
-pub(crate) fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome {
+///
+/// The guest runs on a fiber and yields to the executor at every epoch tick, so a long call never
+/// holds a thread; at each tick past its deadline it is stopped instead.
+pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome {
     let started = Instant::now();
     let prepared = plan.prepared;
     let log = SharedLog::new(plan.limits.max_log_bytes);
     let wasi = prepared.uses_wasi().then(|| crate::runtime::wasi_context(&log));
+    let deadline = started + std::time::Duration::from_millis(u64::from(plan.timeout_ms));
     let state = CallState {
         limits: plan.limits,
         log: log.clone(),
-        deadline: started + std::time::Duration::from_millis(u64::from(plan.timeout_ms)),
+        deadline,
         timeout_ms: plan.timeout_ms,
         memory_limit_bytes: (prepared.max_memory_mb() as usize) << 20,
         memory: None,
@@ -175,15 +180,19 @@ pub(crate) fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome 
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| state);
-    let timeout = std::time::Duration::from_millis(u64::from(plan.timeout_ms));
-    let deadline = plan.epoch.arm(&mut store, started, timeout);
-    let max_fuel = prepared.max_fuel();
-    let outcome = store.set_fuel(max_fuel).and_then(|()| {
-        execute(&mut store, prepared, plan.entry_point, plan.input, plan.limits.max_output_bytes)
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
     });
+    let max_fuel = prepared.max_fuel();
+    let outcome = match store.set_fuel(max_fuel) {
+        Ok(()) => {
+            execute(&mut store, prepared, plan.entry_point, plan.input, plan.limits.max_output_bytes).await
+        }
+        Err(error) => Err(error),
+    };
     let fuel_consumed = max_fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     drop(store);
-    drop(deadline);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let result = match outcome {
         Ok(Ok(result)) => OverlayResult::ok(result, elapsed_ms, fuel_consumed),
@@ -198,15 +207,16 @@ pub(crate) fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOutcome 
 
 /// The ABI v1 calling sequence. The outer error is anything Wasmtime raised (traps, aborts); the
 /// inner one is a result the host rejects.
-fn execute(
+async fn execute(
     store: &mut Store<CallState>,
     prepared: &PreparedOverlay,
     entry_point: &wasmtime::ModuleExport,
     input: &[u8],
     max_output_bytes: usize,
 ) -> wasmtime::Result<Result<Option<Map<String, Value>>, Abort>> {
-    let instance = prepared.instance_pre().instantiate(&mut *store)?;
+    let instance = prepared.instance_pre().instantiate_async(&mut *store).await?;
     let exports = prepared.exports();
+    // Every export below was checked for presence and signature when the overlay was prepared.
     let func = |store: &mut Store<CallState>, export| match instance.get_module_export(store, export) {
         Some(Extern::Func(func)) => Ok(func),
         _ => Err(Abort::new(ErrorKind::OverlayError, "a checked export is missing")),
@@ -214,120 +224,18 @@ fn execute(
     let Some(Extern::Memory(memory)) = instance.get_module_export(&mut *store, &exports.memory) else {
         return Ok(Err(Abort::new(ErrorKind::OverlayError, "the module does not export `memory`")));
     };
-    // The exports' signatures were checked when the overlay was prepared (see `AbiFunc`).
-    let alloc = AbiFunc::<Alloc>::from_checked_export(func(store, &exports.alloc)?, store, prepared);
+    let alloc = func(store, &exports.alloc)?.typed::<i32, i32>(&*store)?;
     let state = store.data_mut();
     state.memory = Some(memory);
     state.alloc = Some(alloc);
     if let Some(initialize) = &exports.initialize {
-        let initialize = func(store, initialize)?;
-        AbiFunc::<Initialize>::from_checked_export(initialize, store, prepared).call(&mut *store)?;
+        func(store, initialize)?.typed::<(), ()>(&*store)?.call_async(&mut *store, ()).await?;
     }
-    let entry = func(store, entry_point)?;
-    let entry = AbiFunc::<EntryPoint>::from_checked_export(entry, store, prepared);
-    let packed = write_to_guest(&mut *store, input)?;
+    let entry = func(store, entry_point)?.typed::<(i32, i32), i64>(&*store)?;
+    let packed = write_to_guest(&mut *store, input).await?;
     let (ptr, len) = ((packed >> 32) as i32, packed as i32);
-    let packed = entry.call(&mut *store, ptr, len)? as u64;
+    let packed = entry.call_async(&mut *store, (ptr, len)).await? as u64;
     Ok(read_result(memory.data(&*store), packed, max_output_bytes))
-}
-
-/// The three function signatures of ABI v1 that the host calls.
-struct Alloc; // forge_alloc: (i32) -> i32
-struct EntryPoint; // entry points: (i32, i32) -> i64
-struct Initialize; // _initialize: () -> ()
-
-trait Signature {
-    /// Wasmtime's own type check, for debug assertions.
-    fn matches(func: &Func, store: impl AsContext) -> bool;
-}
-impl Signature for Alloc {
-    fn matches(func: &Func, store: impl AsContext) -> bool {
-        func.typed::<i32, i32>(store).is_ok()
-    }
-}
-impl Signature for EntryPoint {
-    fn matches(func: &Func, store: impl AsContext) -> bool {
-        func.typed::<(i32, i32), i64>(store).is_ok()
-    }
-}
-impl Signature for Initialize {
-    fn matches(func: &Func, store: impl AsContext) -> bool {
-        func.typed::<(), ()>(store).is_ok()
-    }
-}
-
-/// An exported function of an instance of a prepared overlay, known to have the ABI signature `S`.
-///
-/// `Func::typed` would look the function's type up in the engine-wide type registry (a shared lock
-/// and three reference counts) for every function of every call, since a fresh instance means
-/// fresh `Func`s: about 5% of a small call, and a point of contention between threads. The check is
-/// redundant here: [`crate::runtime::Runtime::prepare`] builds a `PreparedOverlay` only after
-/// `abi::check_module` verified, on the very `Module` it pre-links, that `forge_alloc` is
-/// `(i32) -> i32`, every manifest entry point `(i32, i32) -> i64` and `_initialize` `() -> ()`,
-/// with exactly those value types and counts. An instance of that module exports at each of those
-/// `ModuleExport`s a function of exactly that type, so the raw call below passes well-typed
-/// arguments and reads a well-typed result. Debug builds (the test suites) check it again.
-struct AbiFunc<S> {
-    func: Func,
-    signature: std::marker::PhantomData<S>,
-}
-
-impl<S> Clone for AbiFunc<S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<S> Copy for AbiFunc<S> {}
-
-impl<S: Signature> AbiFunc<S> {
-    /// `func` must be what an instance of `prepared`'s module exports at the `ModuleExport` that
-    /// `prepared.exports()` lists for the role `S`; `execute` obtains them no other way.
-    fn from_checked_export(func: Func, store: &Store<CallState>, _prepared: &PreparedOverlay) -> Self {
-        debug_assert!(S::matches(&func, store), "an export's signature differs from its ABI check");
-        AbiFunc { func, signature: std::marker::PhantomData }
-    }
-}
-
-impl<S> AbiFunc<S> {
-    /// Calls with `slots` holding the arguments; on return they hold the results.
-    fn call_raw<const N: usize>(
-        self,
-        store: impl AsContextMut,
-        slots: &mut [ValRaw; N],
-    ) -> wasmtime::Result<()> {
-        let slots: *mut [ValRaw] = slots.as_mut_slice();
-        // SAFETY: `Func::call_unchecked` requires (1) a valid array with room for the parameters
-        // and then the results: `slots` is a live, exclusively borrowed array that each caller
-        // below sizes to max(parameters, results) of `S`; (2) parameters of the function's types:
-        // the function has exactly the signature `S` (see the type's documentation) and each
-        // caller writes exactly those `ValRaw::i32`s; (3) valid references: the ABI signatures
-        // have none; (4) no use from inside `call_async`: the engine has no async support. A
-        // `Func` of another store makes Wasmtime panic rather than misbehave. Traps, fuel and
-        // epoch deadlines work as for `TypedFunc::call`, which takes the same `array_call` path.
-        unsafe { self.func.call_unchecked(store, slots) }
-    }
-}
-
-impl AbiFunc<Alloc> {
-    fn call(self, store: impl AsContextMut, size: i32) -> wasmtime::Result<i32> {
-        let mut slots = [ValRaw::i32(size)];
-        self.call_raw(store, &mut slots)?;
-        Ok(slots[0].get_i32())
-    }
-}
-
-impl AbiFunc<EntryPoint> {
-    fn call(self, store: impl AsContextMut, ptr: i32, len: i32) -> wasmtime::Result<i64> {
-        let mut slots = [ValRaw::i32(ptr), ValRaw::i32(len)];
-        self.call_raw(store, &mut slots)?;
-        Ok(slots[0].get_i64())
-    }
-}
-
-impl AbiFunc<Initialize> {
-    fn call(self, store: impl AsContextMut) -> wasmtime::Result<()> {
-        self.call_raw(store, &mut [])
-    }
 }
 
 /// Reads the entry point's packed `(ptr << 32) | len` result: a JSON object, or null when len is 0.

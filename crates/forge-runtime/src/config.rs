@@ -25,13 +25,13 @@ pub struct RuntimeConfig {
     /// small overlays touch far less than 2 MiB per call.
     pub memory_keep_resident: usize,
 
-    /// Granularity of the engine-wide epoch that enforces wall-clock deadlines. Default: 1 ms.
+    /// Period of the engine-wide epoch ticker. Default: 2 ms.
     ///
-    /// A guest is stopped at the first tick after its deadline (never before it): at most one
-    /// period plus the ticker thread's wake-up latency late. The ticker wakes only when some call's
-    /// deadline is due, not every period, so a shorter period costs no wake-ups; it only lengthens
-    /// the catch-up (one epoch increment per elapsed period) the ticker does when it wakes after a
-    /// long sleep. Each store's deadline is counted in ticks, so one ticker serves every call.
+    /// At every tick a running guest either yields to the executor (so long calls share threads
+    /// fairly) or, past its deadline, is stopped: a guest stops at most about one period after its
+    /// deadline. Shorter periods stop guests more promptly and share threads more finely, at the
+    /// cost of the ticker thread waking more often while calls are in flight (it sleeps when none
+    /// are).
     pub epoch_tick: Duration,
 
     /// Largest invocation input (the `args` JSON) accepted, in bytes. Default: 1 MiB.
@@ -65,7 +65,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory_mb: 512,
             memory_keep_resident: 2 << 20,
-            epoch_tick: Duration::from_millis(1),
+            epoch_tick: Duration::from_millis(2),
             max_input_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_log_bytes: 64 << 10,

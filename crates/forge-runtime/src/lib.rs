@@ -28,7 +28,9 @@
 //! let overlay = runtime.prepare(&manifest, &wasm).unwrap();
 //! let me = OverlayIdentity { id: None, name: "mirror".into(), trust_level: TrustLevel::Sandbox };
 //! let args = serde_json::json!({"n": 1}).as_object().unwrap().clone();
-//! let outcome = runtime.invoke(&overlay, &me, &OverlayInvocation::new("process", args)).unwrap();
+//! let invocation = OverlayInvocation::new("process", args);
+//! let call = runtime.invoke(&overlay, &me, &invocation);
+//! let outcome = tokio::runtime::Runtime::new().unwrap().block_on(call).unwrap();
 //! assert!(outcome.result.success);
 //! assert_eq!(outcome.result.result.unwrap()["n"], 1);
 //! assert!(outcome.result.fuel_consumed > 0);

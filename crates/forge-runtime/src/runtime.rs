@@ -7,14 +7,14 @@ use crate::host::{self, HostServices, OverlayIdentity, RequestContext};
 use crate::log::{LogLevel, SharedLog, wasi_stream::LogStream};
 use forge_model::{CapabilityName, ErrorCode, ForgeError, OverlayInvocation, OverlayManifest};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
-    PoolingAllocationConfig, Store,
+    PoolingAllocationConfig,
 };
 
 /// Hex SHA-256 of a binary: its identity in the module cache and the object store.
@@ -121,8 +121,10 @@ impl Runtime {
     /// invocation, unknown entry point, input too large); every failure of the guest is an `Ok`
     /// outcome with `success == false`.
     ///
-    /// Blocks the calling thread for up to the call's deadline: run it on a blocking thread.
-    pub fn invoke(
+    /// The future completes within about one epoch tick of the call's deadline; the guest yields to
+    /// the executor at every tick, so it never holds a thread. Must be polled inside a Tokio runtime
+    /// (host functions use its timers).
+    pub async fn invoke(
         &self,
         prepared: &PreparedOverlay,
         identity: &OverlayIdentity,
@@ -152,7 +154,6 @@ impl Runtime {
             entry_point,
             input: &input,
             timeout_ms,
-            epoch: &self.inner.ticker,
             limits: CallLimits {
                 max_input_bytes: config.max_input_bytes,
                 max_output_bytes: config.max_output_bytes,
@@ -160,7 +161,8 @@ impl Runtime {
             },
             request,
         };
-        Ok(call::run(&self.inner.engine, plan))
+        let _ticking = self.inner.ticker.keep_ticking();
+        Ok(call::run(&self.inner.engine, plan).await)
     }
 }
 
@@ -193,9 +195,9 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
 
 /// WASI preview 1, locked down: no args, no env, no preopens, no sockets; stdout / stderr to the log.
 fn link_wasi(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_sync(linker, CallState::wasi)?;
-    // Waiting in `poll_oneoff` would hold the thread beyond the call's deadline, where no epoch check
-    // can stop it; guests get ENOTSUP (58) instead of sleeping.
+    wasmtime_wasi::p1::add_to_linker_async(linker, CallState::wasi)?;
+    // Waiting in `poll_oneoff` would outlast the call's deadline, since epoch checks only happen
+    // while the guest runs; guests get ENOTSUP (58) instead of sleeping.
     linker.allow_shadowing(true);
     linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { 58 })?;
     linker.allow_shadowing(false);
@@ -277,151 +279,70 @@ impl PreparedOverlay {
     }
 }
 
-/// Drives the engine's epoch so that a deadline counted in epoch ticks is a deadline in wall-clock
-/// time, waking only when some call's deadline is due.
+/// Advances the engine's epoch every period while any call is in flight, and sleeps otherwise.
 ///
-/// Tick `k` stands for the instant `start + k * period`. The engine's epoch never runs ahead of
-/// the wall clock (it is at most the number of periods elapsed), and whenever the deadline tick of
-/// a call in flight comes, the ticker wakes and brings the epoch up to date, which stops that call
-/// at its next epoch check. A fixed-period ticker would wake 1000 times a second even when nothing
-/// is due: on a 2-core VM that took about 3% of a core and preempted the calling threads hundreds
-/// of times a second. Here a steady stream of calls with the same timeout never wakes the ticker
-/// at all: a new call registers a deadline later than the one already planned.
-///
-/// One ticker serves every call; the epoch only ever tracks the clock, so cancelling one call
-/// never touches it.
+/// Each call's store counts one tick at a time: at every tick its deadline callback either yields
+/// to the executor (so a long call shares its thread) or, once the call's wall-clock deadline has
+/// passed, stops it. One ticker serves every call, and cancelling a call never touches the epoch
+/// (bumping a shared epoch to stop one call would stop them all).
 pub(crate) struct EpochTicker {
     shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
 }
 
 struct TickerShared {
-    engine: Engine,
-    start: Instant,
-    period: Duration,
-    schedule: Mutex<Schedule>,
-    wake: Condvar,
-}
-
-struct Schedule {
-    /// Increments done so far: the engine's epoch (only this ticker increments it).
-    ticks: u64,
-    /// Deadline tick -> calls in flight with that deadline.
-    deadlines: BTreeMap<u64, usize>,
-    /// The tick the ticker sleeps until (`None`: until a call arrives).
-    wake_at: Option<u64>,
-    stop: bool,
-}
-
-impl TickerShared {
-    fn schedule(&self) -> MutexGuard<'_, Schedule> {
-        // The lock guards plain counters that no panic can leave inconsistent.
-        self.schedule.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Ticks whole periods elapsed between `start` and `at`.
-    fn tick_at(&self, at: Instant) -> u64 {
-        (at.saturating_duration_since(self.start).as_nanos() / self.period.as_nanos()) as u64
-    }
-
-    fn run(&self) {
-        let mut schedule = self.schedule();
-        while !schedule.stop {
-            // Catch up with the clock, letting callers in between chunks (after a long sleep
-            // this is thousands of increments).
-            let now = self.tick_at(Instant::now());
-            while schedule.ticks < now {
-                for _ in 0..(now - schedule.ticks).min(1024) {
-                    self.engine.increment_epoch();
-                    schedule.ticks += 1;
-                }
-                drop(schedule);
-                schedule = self.schedule();
-            }
-            // Deadlines at or below `ticks` have been reached; sleep until the next one.
-            let next = schedule.deadlines.range(schedule.ticks + 1..).next().map(|(&tick, _)| tick);
-            schedule.wake_at = next;
-            schedule = match next {
-                None => self.wake.wait(schedule).unwrap_or_else(|poisoned| poisoned.into_inner()),
-                Some(tick) => {
-                    let due = self.start + Duration::from_nanos(self.period.as_nanos() as u64 * tick);
-                    let wait = due.saturating_duration_since(Instant::now());
-                    self.wake.wait_timeout(schedule, wait).unwrap_or_else(|poisoned| poisoned.into_inner()).0
-                }
-            };
-        }
-    }
+    calls_in_flight: AtomicUsize,
+    stop: AtomicBool,
 }
 
 impl EpochTicker {
     fn start(engine: Engine, period: Duration) -> Self {
-        let shared = Arc::new(TickerShared {
-            engine,
-            start: Instant::now(),
-            period: period.max(Duration::from_micros(100)),
-            schedule: Mutex::new(Schedule {
-                ticks: 0,
-                deadlines: BTreeMap::new(),
-                wake_at: None,
-                stop: false,
-            }),
-            wake: Condvar::new(),
-        });
+        let shared =
+            Arc::new(TickerShared { calls_in_flight: AtomicUsize::new(0), stop: AtomicBool::new(false) });
         let ticking = shared.clone();
         let thread = std::thread::Builder::new()
             .name("forge-epoch".into())
-            .spawn(move || ticking.run())
+            .spawn(move || {
+                while !ticking.stop.load(Ordering::Acquire) {
+                    if ticking.calls_in_flight.load(Ordering::Acquire) == 0 {
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(period);
+                    engine.increment_epoch();
+                }
+            })
             .expect("cannot start the epoch ticker thread");
         EpochTicker { shared, thread: Some(thread) }
     }
 
-    /// Arms `store` to be interrupted at the first tick after `started + timeout` (never early, at
-    /// most one period plus the ticker's wake-up latency late) and keeps that deadline scheduled
-    /// until the returned guard drops, which must be after the store is done running.
-    pub(crate) fn arm<T>(
-        &self,
-        store: &mut Store<T>,
-        started: Instant,
-        timeout: Duration,
-    ) -> ArmedDeadline<'_> {
-        let shared = &*self.shared;
-        let tick = shared.tick_at(started + timeout) + 1;
-        let mut schedule = shared.schedule();
-        // Under the lock the engine's epoch is exactly `ticks` (< `tick`, as the ticker never runs
-        // ahead of the clock), so the store's deadline lands on `tick` exactly.
-        store.set_epoch_deadline(tick.saturating_sub(schedule.ticks).max(1));
-        *schedule.deadlines.entry(tick).or_insert(0) += 1;
-        if schedule.wake_at.is_none_or(|planned| tick < planned) {
-            schedule.wake_at = Some(tick);
-            shared.wake.notify_one();
+    /// Keeps the ticker running until the returned guard drops.
+    pub(crate) fn keep_ticking(&self) -> Ticking<'_> {
+        if self.shared.calls_in_flight.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = &self.thread
+        {
+            thread.thread().unpark();
         }
-        ArmedDeadline { shared, tick }
+        Ticking { shared: &self.shared }
     }
 }
 
-/// A call's deadline, scheduled on the ticker until dropped.
-pub(crate) struct ArmedDeadline<'a> {
+/// A call in flight, as far as the ticker is concerned.
+pub(crate) struct Ticking<'a> {
     shared: &'a TickerShared,
-    tick: u64,
 }
 
-impl Drop for ArmedDeadline<'_> {
+impl Drop for Ticking<'_> {
     fn drop(&mut self) {
-        let mut schedule = self.shared.schedule();
-        if let std::collections::btree_map::Entry::Occupied(mut calls) = schedule.deadlines.entry(self.tick) {
-            *calls.get_mut() -= 1;
-            if *calls.get() == 0 {
-                calls.remove();
-            }
-        }
+        self.shared.calls_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.shared.schedule().stop = true;
-        self.shared.wake.notify_one();
+        self.shared.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -431,68 +352,4 @@ impl Drop for EpochTicker {
 pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ForgeError> {
     wat::parse_bytes(bytes)
         .map_err(|e| ForgeError::validation(format!("not WebAssembly binary or text: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs an endless loop in a store armed with `timeout`; returns how long it took to stop.
-    fn spin_until_stopped(ticker: &EpochTicker, engine: &Engine, timeout: Duration) -> Duration {
-        let wasm = wat::parse_str(r#"(module (func (export "spin") (loop $l (br $l))))"#).unwrap();
-        let module = Module::new(engine, wasm).unwrap();
-        let mut store = Store::new(engine, ());
-        let started = Instant::now();
-        let armed = ticker.arm(&mut store, started, timeout);
-        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-        let spin = instance.get_typed_func::<(), ()>(&mut store, "spin").unwrap();
-        let error = spin.call(&mut store, ()).unwrap_err();
-        let elapsed = started.elapsed();
-        drop(armed);
-        assert_eq!(error.downcast_ref::<wasmtime::Trap>(), Some(&wasmtime::Trap::Interrupt));
-        elapsed
-    }
-
-    fn engine() -> Engine {
-        Engine::new(Config::new().epoch_interruption(true)).unwrap()
-    }
-
-    #[test]
-    fn the_ticker_sleeps_while_no_deadline_is_due() {
-        let engine = engine();
-        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1));
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(ticker.shared.schedule().ticks, 0, "ticked with no call in flight");
-        // Arming wakes the ticker once, to plan for the new deadline (and catch up meanwhile).
-        let mut store = Store::new(&engine, ());
-        let armed = ticker.arm(&mut store, Instant::now(), Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(5));
-        let planned = ticker.shared.schedule().ticks;
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(ticker.shared.schedule().ticks, planned, "ticked with no deadline due");
-        drop(armed);
-        assert!(ticker.shared.schedule().deadlines.is_empty());
-    }
-
-    #[test]
-    fn deadlines_stop_guests_after_the_deadline_never_before() {
-        let engine = engine();
-        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1));
-        for _ in 0..3 {
-            let elapsed = spin_until_stopped(&ticker, &engine, Duration::from_millis(30));
-            assert!(elapsed >= Duration::from_millis(30), "stopped early: {elapsed:?}");
-            assert!(elapsed < Duration::from_millis(40), "stopped late: {elapsed:?}");
-        }
-    }
-
-    #[test]
-    fn an_earlier_deadline_wakes_a_ticker_planning_a_later_one() {
-        let engine = engine();
-        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1));
-        let mut patient = Store::new(&engine, ());
-        let _later = ticker.arm(&mut patient, Instant::now(), Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(5));
-        let elapsed = spin_until_stopped(&ticker, &engine, Duration::from_millis(30));
-        assert!((Duration::from_millis(30)..Duration::from_millis(40)).contains(&elapsed), "{elapsed:?}");
-    }
 }

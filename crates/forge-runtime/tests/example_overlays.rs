@@ -75,17 +75,12 @@ fn capsule_insight_searches_and_creates_an_insight() {
         };
         io().block_on(store.create(capsule)).unwrap();
     }
-    let rt =
-        runtime_with(HostServices { capsules: store.clone(), http: Arc::new(NoNetwork), io: Some(io()) });
+    let rt = runtime_with(HostServices { capsules: store.clone(), http: Arc::new(NoNetwork) });
     let (manifest, wasm) = example("capsule-insight");
     let prepared = rt.prepare(&manifest, &wasm).unwrap();
-    let outcome = rt
-        .invoke(
-            &prepared,
-            &identity(TrustLevel::Standard),
-            &forge_model::OverlayInvocation::new("process", args(json!({"query": "wasm", "limit": 5}))),
-        )
-        .unwrap();
+    let invocation =
+        forge_model::OverlayInvocation::new("process", args(json!({"query": "wasm", "limit": 5})));
+    let outcome = invoke(&rt, &prepared, &identity(TrustLevel::Standard), &invocation).unwrap();
     assert!(outcome.result.success, "{:?}", outcome.result);
     let result = outcome.result.result.unwrap();
     assert_eq!(result["found"], 2);

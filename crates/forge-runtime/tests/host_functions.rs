@@ -52,11 +52,11 @@ fn call_as(
     let me = OverlayIdentity { id: Some(uuid::Uuid::nil()), name: "reader".into(), trust_level: trust };
     let invocation =
         OverlayInvocation { timeout_ms: Some(300), ..OverlayInvocation::new("process", args(request)) };
-    rt.invoke(&prepared, &me, &invocation).unwrap()
+    invoke(&rt, &prepared, &me, &invocation).unwrap()
 }
 
 fn services(store: Arc<InMemoryCapsules>) -> HostServices {
-    HostServices { capsules: store, http: Arc::new(NoNetwork), io: Some(io()) }
+    HostServices { capsules: store, http: Arc::new(NoNetwork) }
 }
 
 const READ: &str = r#"capabilities = ["capsule:read"]"#;
@@ -146,7 +146,7 @@ fn http_to_a_host_outside_the_allow_list_is_denied() {
     let capabilities =
         r#"capabilities = [{ name = "network:http", constraints = { hosts = ["api.example.com"] } }]"#;
     let denied = call_as(
-        HostServices { io: Some(io()), ..HostServices::default() },
+        HostServices::default(),
         "http_request",
         capabilities,
         TrustLevel::Core,
@@ -155,7 +155,7 @@ fn http_to_a_host_outside_the_allow_list_is_denied() {
     assert_eq!(denied.result.error_kind, Some(ErrorKind::CapabilityDenied));
     assert!(denied.result.error.unwrap().contains("evil.example.net"));
     let allowed = call_as(
-        HostServices { io: Some(io()), ..HostServices::default() },
+        HostServices::default(),
         "http_request",
         capabilities,
         TrustLevel::Core,
@@ -185,11 +185,8 @@ impl CapsuleStore for Broken {
 
 #[test]
 fn backend_fault_is_a_host_error() {
-    let services = HostServices {
-        capsules: Arc::new(Broken { delay: Default::default() }),
-        http: Arc::new(NoNetwork),
-        io: Some(io()),
-    };
+    let services =
+        HostServices { capsules: Arc::new(Broken { delay: Default::default() }), http: Arc::new(NoNetwork) };
     let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
     assert_eq!(outcome.result.error_kind, Some(ErrorKind::HostError));
     assert_eq!(outcome.result.error.as_deref(), Some("database is down"));
@@ -198,7 +195,7 @@ fn backend_fault_is_a_host_error() {
 #[test]
 fn slow_backend_is_bounded_by_the_calls_deadline() {
     let slow = Broken { delay: std::time::Duration::from_secs(5) };
-    let services = HostServices { capsules: Arc::new(slow), http: Arc::new(NoNetwork), io: Some(io()) };
+    let services = HostServices { capsules: Arc::new(slow), http: Arc::new(NoNetwork) };
     let started = std::time::Instant::now();
     let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
     assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout));

@@ -41,7 +41,7 @@ fn invocation_timeout_below_the_manifest_limit_wins() {
         ..forge_model::OverlayInvocation::new("process", args(json!({})))
     };
     let result =
-        rt.invoke(&prepared, &identity(forge_model::TrustLevel::Sandbox), &invocation).unwrap().result;
+        invoke(&rt, &prepared, &identity(forge_model::TrustLevel::Sandbox), &invocation).unwrap().result;
     assert_eq!(result.error.as_deref(), Some("Execution timed out after 100ms"));
     assert!((100.0..110.0).contains(&result.execution_time_ms), "{}", result.execution_time_ms);
 }

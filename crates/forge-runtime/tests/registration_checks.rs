@@ -138,17 +138,17 @@ fn invocation_refusals_happen_before_running() {
     let prepared = rt.prepare(&manifest(""), &returning("{}")).unwrap();
     let me = identity(forge_model::TrustLevel::Standard);
     let unknown = forge_model::OverlayInvocation::new("summarize", args(serde_json::json!({})));
-    let err = rt.invoke(&prepared, &me, &unknown).unwrap_err();
+    let err = invoke(&rt, &prepared, &me, &unknown).unwrap_err();
     assert_eq!(err.code.http_status(), 422);
     assert!(err.message.contains("available: process"));
     let big =
         forge_model::OverlayInvocation::new("process", args(serde_json::json!({"x": "y".repeat(2 << 20)})));
-    assert_eq!(rt.invoke(&prepared, &me, &big).unwrap_err().code.http_status(), 413);
+    assert_eq!(invoke(&rt, &prepared, &me, &big).unwrap_err().code.http_status(), 413);
     let bad_timeout = forge_model::OverlayInvocation {
         timeout_ms: Some(5),
         ..forge_model::OverlayInvocation::new("process", Default::default())
     };
-    assert_eq!(rt.invoke(&prepared, &me, &bad_timeout).unwrap_err().code.http_status(), 422);
+    assert_eq!(invoke(&rt, &prepared, &me, &bad_timeout).unwrap_err().code.http_status(), 422);
 }
 
 #[test]

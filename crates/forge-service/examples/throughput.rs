@@ -1,18 +1,20 @@
 //! Service-level throughput against the runtime alone, on the count-vowels workload.
 //!
 //! ```text
-//! cargo run --release -p forge-service --example throughput -- [sqlite|postgres] [CALLS] [CONCURRENCY]
+//! cargo run --release -p forge-service --example throughput -- [sqlite|postgres] [CALLS] [THREADS]
 //! ```
 //!
-//! Prints one JSON line per measurement: the runtime invoking a prepared overlay directly, then the
-//! full service pipeline (cache, admission, pre-linked module, spawn_blocking, metrics written to
-//! the database in batches), the final flush included, and checks that every call was counted.
+//! Both run on THREADS Tokio workers with four tasks per worker. Prints one JSON line per
+//! measurement: the runtime invoking a prepared overlay directly, then the full service pipeline
+//! (cache, admission, pre-linked module, metrics written to the database in batches), the final
+//! flush included, and checks that every call was counted.
 //! PostgreSQL runs on a throw-away database of `FORGE_TEST_POSTGRES_URL`.
 
 use forge_model::{LifecycleAction, OverlayInvocation, OverlayManifest, Principal, Role, TrustLevel};
 use forge_runtime::{HostServices, OverlayIdentity, Runtime, RuntimeConfig};
 use forge_service::{OverlayService, Registration, ServiceConfig};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -30,30 +32,43 @@ fn invocation() -> OverlayInvocation {
     OverlayInvocation::new("count_vowels", args.as_object().unwrap().clone())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let mut args = std::env::args().skip(1);
     let backend = args.next().unwrap_or_else(|| "sqlite".into());
     let calls: usize = args.next().map_or(100_000, |n| n.parse().expect("CALLS"));
     let concurrency: usize = args.next().map_or(2, |n| n.parse().expect("CONCURRENCY"));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(concurrency)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(measure(backend, calls, concurrency));
+}
+
+async fn measure(backend: String, calls: usize, concurrency: usize) {
     let manifest = OverlayManifest::parse(&String::from_utf8(fixture("count-vowels.toml")).unwrap()).unwrap();
     let wasm = fixture("count-vowels.wasm");
 
-    // The runtime alone: prepared once, invoked from `concurrency` threads.
+    // The runtime alone: prepared once, invoked from `concurrency` tasks.
     let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default()).unwrap();
-    let prepared = runtime.prepare(&manifest, &wasm).unwrap();
+    let prepared = Arc::new(runtime.prepare(&manifest, &wasm).unwrap());
     let identity = OverlayIdentity { id: None, name: "count-vowels".into(), trust_level: TrustLevel::Core };
-    let invoke = || assert!(runtime.invoke(&prepared, &identity, &invocation()).unwrap().result.success);
-    (0..2000).for_each(|_| invoke());
+    let direct = |calls: usize| {
+        let (runtime, prepared, identity) = (runtime.clone(), prepared.clone(), identity.clone());
+        tokio::spawn(async move {
+            for _ in 0..calls {
+                assert!(runtime.invoke(&prepared, &identity, &invocation()).await.unwrap().result.success);
+            }
+        })
+    };
+    direct(2000).await.unwrap();
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..concurrency {
-            scope.spawn(|| (0..calls / concurrency).for_each(|_| invoke()));
-        }
-    });
-    report("runtime_alone", calls, concurrency, started.elapsed().as_secs_f64());
-    drop(prepared);
-    drop(runtime);
+    let tasks: Vec<_> = (0..concurrency * 4).map(|_| direct(calls / (concurrency * 4))).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    report("runtime_alone", calls, concurrency * 4, started.elapsed().as_secs_f64());
+    drop((prepared, runtime));
 
     // The service, metrics persisted.
     let db = match backend.as_str() {
@@ -62,7 +77,8 @@ async fn main() {
         other => panic!("unknown backend {other} (sqlite or postgres)"),
     };
     let blobs = forge_storage::testing::local_blobs();
-    let service = OverlayService::new(ServiceConfig::default(), db.repo.clone(), blobs.blobs.clone()).unwrap();
+    let service =
+        OverlayService::new(ServiceConfig::default(), db.repo.clone(), blobs.blobs.clone()).unwrap();
     let admin = Principal { name: "bench".into(), roles: vec![Role::Admin], trust_level: TrustLevel::Core };
     let overlay = service
         .register(&admin, Registration { manifest, wasm: wasm.into(), source_hash: None })

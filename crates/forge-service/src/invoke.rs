@@ -2,7 +2,8 @@
 //!
 //! The hot path touches no database: overlay records are cached (re-read after
 //! [`ServiceConfig::record_refresh`](crate::ServiceConfig::record_refresh)), binaries are fetched,
-//! verified and pre-linked once per overlay, and metrics are recorded behind the call.
+//! verified and pre-linked once per overlay, and metrics are recorded behind the call. Guests run
+//! on the caller's task (on a fiber, yielding at every epoch tick), so no thread is handed over.
 
 use crate::OverlayService;
 use crate::access::{Operation, require};
@@ -129,13 +130,7 @@ impl OverlayService {
             name: entry.overlay_name.clone(),
             trust_level: overlay.trust_level,
         };
-        let runtime = self.inner.runtime.clone();
-        let outcome = tokio::task::spawn_blocking(move || runtime.invoke(&prepared, &identity, &invocation))
-            .await
-            .map_err(|e| {
-                tracing::error!(overlay = %entry.label, error = %e, "invocation thread failed");
-                ForgeError::internal("the invocation failed in the host")
-            })??;
+        let outcome = self.inner.runtime.invoke(&prepared, &identity, &invocation).await?;
         self.inner.recorder.record(id, &outcome.result);
         entry.series.observe(&outcome.result);
         for line in &outcome.log.lines {

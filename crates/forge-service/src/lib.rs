@@ -45,15 +45,14 @@ struct Inner {
 
 impl OverlayService {
     /// Starts the service on a repository and a blob store. Must be called inside a Tokio runtime:
-    /// host functions and the metrics writer run on it.
+    /// invocations and the metrics writer run on it.
     pub fn new(
         config: ServiceConfig,
         repo: Arc<dyn Repository>,
         blobs: BlobStore,
     ) -> Result<Self, ForgeError> {
         let capsules = Arc::new(capsules::RepositoryCapsules::new(repo.clone()));
-        let services =
-            HostServices { capsules, http: Arc::new(NoNetwork), io: Some(tokio::runtime::Handle::current()) };
+        let services = HostServices { capsules, http: Arc::new(NoNetwork) };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
         let recorder = Arc::new(recorder::Recorder::default());
         let service = OverlayService {

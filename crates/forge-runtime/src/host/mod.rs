@@ -14,34 +14,24 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 use uuid::Uuid;
 use wasmtime::{Caller, Linker};
 
 pub use capsules::{CapsuleStore, InMemoryCapsules};
 pub use http::{HttpClient, HttpRequest, HttpResponse, NoNetwork};
 
-/// The backends host functions reach, shared by every call.
+/// The backends host functions reach, shared by every call. Their futures run inside the call's
+/// own future, bounded by its deadline.
 #[derive(Clone)]
 pub struct HostServices {
     pub capsules: Arc<dyn CapsuleStore>,
     pub http: Arc<dyn HttpClient>,
-    /// Where host functions run their asynchronous backends. Defaults to the Tokio runtime current when
-    /// the [`crate::Runtime`] is built. Invocations must run outside its worker threads (for example
-    /// in `spawn_blocking`), since they wait for the backend synchronously.
-    pub io: Option<tokio::runtime::Handle>,
-}
-
-impl HostServices {
-    pub fn new(capsules: Arc<dyn CapsuleStore>, http: Arc<dyn HttpClient>) -> Self {
-        HostServices { capsules, http, io: tokio::runtime::Handle::try_current().ok() }
-    }
 }
 
 impl Default for HostServices {
     /// In-memory capsules and no network: enough to run overlays locally.
     fn default() -> Self {
-        HostServices::new(Arc::new(InMemoryCapsules::default()), Arc::new(NoNetwork))
+        HostServices { capsules: Arc::new(InMemoryCapsules::default()), http: Arc::new(NoNetwork) }
     }
 }
 
@@ -77,41 +67,26 @@ impl HostCallError {
 /// Adds every function `granted` to the linker (functions not granted stay unlinked, so a module
 /// importing them cannot even be instantiated).
 pub(crate) fn link(linker: &mut Linker<CallState>, granted: &[HostFunction]) -> wasmtime::Result<()> {
+    let module = crate::abi::FORGE_MODULE;
     for function in granted {
-        let module = crate::abi::FORGE_MODULE;
+        let name = function.name();
         match function {
-            HostFunction::LogInfo => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
+            HostFunction::LogInfo => linker
+                .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
                     log(c, crate::log::LogLevel::Info, p, l)
-                })?
-            }
-            HostFunction::LogError => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
+                })
+                .map(drop)?,
+            HostFunction::LogError => linker
+                .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
                     log(c, crate::log::LogLevel::Error, p, l)
-                })?
-            }
-            HostFunction::Fail => linker.func_wrap(module, function.name(), fail)?,
-            HostFunction::CapsuleRead => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    respond(c, p, l, capsules::read)
-                })?
-            }
-            HostFunction::CapsuleSearch => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    respond(c, p, l, capsules::search)
-                })?
-            }
-            HostFunction::CapsuleCreate => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    respond(c, p, l, capsules::create)
-                })?
-            }
-            HostFunction::HttpRequest => {
-                linker.func_wrap(module, function.name(), |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    respond(c, p, l, http::request)
-                })?
-            }
-        };
+                })
+                .map(drop)?,
+            HostFunction::Fail => linker.func_wrap(module, name, fail).map(drop)?,
+            HostFunction::CapsuleRead => link_request(linker, name, capsules::read)?,
+            HostFunction::CapsuleSearch => link_request(linker, name, capsules::search)?,
+            HostFunction::CapsuleCreate => link_request(linker, name, capsules::create)?,
+            HostFunction::HttpRequest => link_request(linker, name, http::request)?,
+        }
     }
     Ok(())
 }
@@ -142,23 +117,38 @@ pub(crate) struct RequestContext {
 }
 
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, HostCallError>> + Send>>;
+type Handler = fn(&RequestContext, Value) -> Result<HandlerFuture, Abort>;
 
-/// Runs one request / response host function: reads the request JSON, runs the handler's future
-/// under the call's deadline, writes `{"ok": ...}` / `{"error": ...}` into memory from `forge_alloc`.
-fn respond(
+fn link_request(linker: &mut Linker<CallState>, name: &str, handler: Handler) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        crate::abi::FORGE_MODULE,
+        name,
+        move |caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
+            Box::new(respond(caller, ptr, len, handler))
+        },
+    )?;
+    Ok(())
+}
+
+/// Runs one request / response host function: reads the request JSON, awaits the handler under the
+/// call's deadline, writes `{"ok": ...}` / `{"error": ...}` into memory from `forge_alloc`.
+async fn respond(
     mut caller: Caller<'_, CallState>,
     ptr: i32,
     len: i32,
-    handler: fn(&RequestContext, Value) -> Result<HandlerFuture, Abort>,
+    handler: Handler,
 ) -> wasmtime::Result<i64> {
     let state = caller.data();
     let request = state.guest_bytes(&caller, ptr, len, state.limits.max_input_bytes)?;
     let answer = match serde_json::from_slice::<Value>(request) {
         Err(e) => Err(HostCallError::invalid_request(e)),
         Ok(request) => {
-            let context = state.request_context();
-            let future = handler(context, request)?;
-            wait(context, state.deadline, state.timeout_ms, future)?
+            let future = handler(state.request_context(), request)?;
+            let deadline = tokio::time::Instant::from_std(state.deadline);
+            let timeout_ms = state.timeout_ms;
+            tokio::time::timeout_at(deadline, future).await.map_err(|_| {
+                Abort::new(ErrorKind::Timeout, forge_model::invocation::messages::timed_out(timeout_ms))
+            })?
         }
     };
     let response = match answer {
@@ -167,40 +157,7 @@ fn respond(
         Err(HostCallError::Fault(message)) => return Err(Abort::new(ErrorKind::HostError, message).into()),
     };
     let bytes = serde_json::to_vec(&response)?;
-    crate::call::write_to_guest(&mut caller, &bytes)
-}
-
-/// Runs a backend future on the I/O runtime and waits for it, at most until the call's deadline.
-fn wait(
-    context: &RequestContext,
-    deadline: Instant,
-    timeout_ms: u32,
-    future: HandlerFuture,
-) -> Result<Result<Value, HostCallError>, Abort> {
-    let Some(io) = &context.services.io else {
-        return Err(Abort::new(
-            ErrorKind::HostError,
-            "host functions need a Tokio runtime, and none was configured",
-        ));
-    };
-    let timed_out =
-        || Abort::new(ErrorKind::Timeout, forge_model::invocation::messages::timed_out(timeout_ms));
-    let remaining = deadline.checked_duration_since(Instant::now()).ok_or_else(timed_out)?;
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    let task = io.spawn(async move {
-        // The receiver may be gone after a timeout; nothing is left to tell.
-        let _ = sender.send(future.await);
-    });
-    match receiver.recv_timeout(remaining) {
-        Ok(answer) => Ok(answer),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            task.abort();
-            Err(timed_out())
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err(Abort::new(ErrorKind::HostError, "host function backend stopped without answering"))
-        }
-    }
+    crate::call::write_to_guest(&mut caller, &bytes).await
 }
 
 /// Parses a request object, mapping shape errors to `invalid_request` for the guest.

@@ -47,7 +47,7 @@ pub fn manifest(extra_toml: &str) -> OverlayManifest {
     OverlayManifest::parse(&format!("name = \"test\"\nversion = \"1.0.0\"\n{extra_toml}")).unwrap()
 }
 
-/// One Tokio runtime for host-function backends, shared by the tests of a binary.
+/// One Tokio runtime to run invocations on, shared by the tests of a binary.
 pub fn io() -> tokio::runtime::Handle {
     static IO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     IO.get_or_init(|| {
@@ -64,7 +64,7 @@ pub fn runtime_with(services: HostServices) -> Runtime {
 /// A runtime with in-memory capsules and no network.
 pub fn runtime() -> Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| runtime_with(HostServices { io: Some(io()), ..HostServices::default() })).clone()
+    RUNTIME.get_or_init(|| runtime_with(HostServices::default())).clone()
 }
 
 pub fn identity(trust_level: TrustLevel) -> OverlayIdentity {
@@ -76,9 +76,18 @@ pub fn args(value: Value) -> Map<String, Value> {
 }
 
 pub fn call(runtime: &Runtime, prepared: &PreparedOverlay, function: &str, input: Value) -> CallOutcome {
-    runtime
-        .invoke(prepared, &identity(TrustLevel::Standard), &OverlayInvocation::new(function, args(input)))
-        .expect("invocation accepted")
+    let invocation = OverlayInvocation::new(function, args(input));
+    invoke(runtime, prepared, &identity(TrustLevel::Standard), &invocation).expect("invocation accepted")
+}
+
+/// Runs `Runtime::invoke` to completion on the shared Tokio runtime.
+pub fn invoke(
+    runtime: &Runtime,
+    prepared: &PreparedOverlay,
+    identity: &OverlayIdentity,
+    invocation: &OverlayInvocation,
+) -> Result<CallOutcome, forge_model::ForgeError> {
+    io().block_on(runtime.invoke(prepared, identity, invocation))
 }
 
 /// Prepares `wasm` under `manifest_toml` and calls `process` once with `{}`.

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "forge-overlay", version, about = "The Forge overlay runtime: run, serve and operate overlays")]
+#[command(
+    name = "forge-overlay",
+    version,
+    about = "The Forge overlay runtime: run, serve and operate overlays"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,11 +51,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FORGE_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` sets up its own logging, in the format and at the level its configuration names.
+    if !matches!(cli.command, Command::Serve(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("FORGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
         Command::Run(args) => local::run(args),
         Command::Bench(args) => local::bench(args),

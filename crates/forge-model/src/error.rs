@@ -13,8 +13,12 @@ pub enum ErrorCode {
     AuthenticationError,
     AuthorizationError,
     NotFound,
+    /// The route exists, but not with this HTTP method.
+    MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    /// The request body is not in a format the route accepts (its `Content-Type`).
+    UnsupportedMediaType,
     RateLimitExceeded,
     ServiceUnavailable,
     InternalError,
@@ -27,8 +31,10 @@ impl ErrorCode {
             ErrorCode::AuthenticationError => 401,
             ErrorCode::AuthorizationError => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimitExceeded => 429,
             ErrorCode::ServiceUnavailable => 503,
             ErrorCode::InternalError => 500,
@@ -41,8 +47,10 @@ impl ErrorCode {
             ErrorCode::AuthenticationError => "authentication_error",
             ErrorCode::AuthorizationError => "authorization_error",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::InternalError => "internal_error",
@@ -141,6 +149,11 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
         assert_eq!(ErrorCode::Conflict.http_status(), 409);
         assert_eq!(ErrorCode::ServiceUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
+        assert_eq!(ErrorCode::UnsupportedMediaType.http_status(), 415);
+        for code in [ErrorCode::MethodNotAllowed, ErrorCode::UnsupportedMediaType] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
     }
 
     #[test]

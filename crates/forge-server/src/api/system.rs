@@ -1,0 +1,36 @@
+//! Unauthenticated probes (`/health`, `/metrics`) and the API's own description.
+
+use crate::AppState;
+use crate::extract::Caller;
+use crate::wire::ServerHealth;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use std::sync::Arc;
+
+/// Liveness: answers while the process serves. No token needed.
+#[utoipa::path(get, path = "/health", tag = "system", security(()),
+    responses((status = 200, description = "Serving", body = ServerHealth)))]
+pub async fn health() -> Json<ServerHealth> {
+    Json(ServerHealth { status: "ok", version: env!("CARGO_PKG_VERSION") })
+}
+
+/// Prometheus metrics: invocations and failures by overlay and outcome, durations, fuel,
+/// quarantines, refusals, invocations in flight, and HTTP requests by route and status. No token
+/// needed.
+#[utoipa::path(get, path = "/metrics", tag = "system", security(()),
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut text = app.service.metrics().render();
+    app.http.render_into(&mut text);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// This document: OpenAPI 3.1, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "system",
+    responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json")))]
+pub async fn openapi(State(app): State<Arc<AppState>>, _caller: Caller) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], app.openapi.clone())
+}

@@ -60,6 +60,14 @@
 #[macro_use]
 mod text_enum;
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "allocator"))]
+mod allocator;
+/// Small calls allocate without growing memory (see `allocator.rs`); `default-features = false`
+/// to bring your own.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: allocator::TailFirst = allocator::TailFirst;
+
 pub mod capsules;
 mod host;
 pub mod http;

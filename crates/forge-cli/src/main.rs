@@ -38,14 +38,11 @@ enum Command {
     #[command(subcommand)]
     Token(serve::TokenCommand),
     /// Overlays on a running server.
-    #[command(subcommand)]
-    Overlay(client::OverlayCommand),
+    Overlay(client::OverlayArgs),
     /// Capsules on a running server.
-    #[command(subcommand)]
-    Capsule(client::CapsuleCommand),
+    Capsule(client::CapsuleArgs),
     /// Users on a running server.
-    #[command(subcommand)]
-    User(client::UserCommand),
+    User(client::UserArgs),
     /// Register the examples, invoke them, drive a failing overlay into quarantine, and tell the story.
     Demo(demo::DemoArgs),
 }

@@ -82,8 +82,40 @@ pub fn app(service: OverlayService, max_body_bytes: usize) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(max_body_bytes, refuse_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), http_metrics::track))
         .with_state(state)
+}
+
+/// Declared bodies up to this size are read and dropped before a 413, larger ones are cut off.
+const DRAIN_LIMIT: u64 = 256 << 20;
+
+/// Answers 413 to a body whose declared length is over the limit, before any handler runs.
+///
+/// The body is read (and dropped) first: a server that answers and closes while the client is still
+/// sending makes the client's socket reset, and most clients then report a broken connection
+/// instead of the 413. Bodies without a declared length are cut off by `DefaultBodyLimit`.
+async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let Some(length) = declared.filter(|length| *length > limit as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_LIMIT {
+        let mut body = request.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+    let message = format!("request body of {length} bytes exceeds the limit of {limit} bytes");
+    crate::error::ApiError(forge_model::ForgeError::new(forge_model::ErrorCode::PayloadTooLarge, message))
+        .into_response()
 }
 
 /// The routes and the OpenAPI document of the same routes.

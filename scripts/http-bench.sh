@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# HTTP load on loopback: starts `forge-overlay serve` on a throw-away data directory, registers and
+# activates the echo example, drives `POST /api/v1/overlays/{id}/invoke` with wrk (keep-alive),
+# then checks that the overlay's health counts every request wrk completed.
+#
+#   scripts/http-bench.sh [SECONDS] [CONNECTIONS] [WRK_THREADS]
+#
+# The server runs on the embedded default unless FORGE_DATABASE_URL (e.g. a PostgreSQL URL) is set.
+# Needs wrk (Debian package `wrk`). Prints wrk's report and one JSON summary line.
+set -euo pipefail
+seconds="${1:-10}" connections="${2:-32}" threads="${3:-1}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+cargo build --release --bin forge-overlay >&2
+bin="$repo/target/release/forge-overlay"
+work="$(mktemp -d)"
+token="fgo_http-bench-$(date +%s)-token"
+FORGE_ADMIN_TOKEN="$token" FORGE_LOG=warn "$bin" serve --bind 127.0.0.1:0 --data-dir "$work/data" \
+    >"$work/stdout" 2>"$work/stderr" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q '^listening on ' "$work/stdout" && break; sleep 0.1; done
+url="$(sed -n 's/^listening on //p' "$work/stdout")"
+[[ -n "$url" ]] || { cat "$work/stderr" >&2; exit 1; }
+auth="Authorization: Bearer $token"
+id="$(curl -sf -H "$auth" -F manifest=@fixtures/wasm/echo.toml -F wasm=@fixtures/wasm/echo.wasm \
+    "$url/api/v1/overlays" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')"
+curl -sf -H "$auth" -X POST "$url/api/v1/overlays/$id/activate" >/dev/null
+cat >"$work/invoke.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"function": "process", "args": {"hello": "world"}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+done = function(summary, latency, requests)
+  io.write(string.format("WRK_SUMMARY %d %d %d %d %.1f %.1f %.1f\n", summary.requests,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write,
+    summary.errors.timeout, latency:percentile(50), latency:percentile(99), latency.mean))
+end
+LUA
+wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -s "$work/invoke.lua" \
+    "$url/api/v1/overlays/$id/invoke" | tee "$work/wrk.txt" >&2
+read -r _ requests status_errors socket_errors timeouts p50 p99 mean < <(grep '^WRK_SUMMARY' "$work/wrk.txt")
+counted="$(curl -sf -H "$auth" "$url/api/v1/overlays/$id/health" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["invocation_count"])')"
+rps="$(sed -n 's/^Requests\/sec: *//p' "$work/wrk.txt")"
+backend=sqlite
+[[ -n "${FORGE_DATABASE_URL:-}" ]] && backend=postgres
+# Requests still in flight when wrk stops are served and counted but not reported by wrk.
+(( counted >= requests && counted <= requests + connections )) ||
+    { echo "counted $counted invocations for $requests requests" >&2; exit 1; }
+printf '{"backend": "%s", "seconds": %s, "connections": %s, "requests": %s, "requests_per_sec": %s, "p50_us": %s, "p99_us": %s, "mean_us": %s, "status_errors": %s, "socket_errors": %s, "timeouts": %s, "invocations_counted": %s}\n' \
+    "$backend" "$seconds" "$connections" "$requests" "$rps" \
+    "$p50" "$p99" "$mean" "$status_errors" "$socket_errors" "$timeouts" "$counted"

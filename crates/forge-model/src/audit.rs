@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 /// One recorded action on an overlay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     pub id: i64,
     pub overlay_id: Uuid,

@@ -5,17 +5,28 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 
-/// A named permission to use some host functionality.
+/// A named permission to use some host functionality, named `area:action` on the wire.
+// Serialized through `as_str`, so the schema names each variant again (forge-server's OpenAPI tests
+// hold the two together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub enum CapabilityName {
+    #[cfg_attr(feature = "openapi", schema(rename = "capsule:read"))]
     CapsuleRead,
+    #[cfg_attr(feature = "openapi", schema(rename = "capsule:write"))]
     CapsuleWrite,
+    #[cfg_attr(feature = "openapi", schema(rename = "capsule:delete"))]
     CapsuleDelete,
+    #[cfg_attr(feature = "openapi", schema(rename = "network:http"))]
     NetworkHttp,
+    #[cfg_attr(feature = "openapi", schema(rename = "file:read"))]
     FileRead,
+    #[cfg_attr(feature = "openapi", schema(rename = "file:write"))]
     FileWrite,
+    #[cfg_attr(feature = "openapi", schema(rename = "governance:vote"))]
     GovernanceVote,
+    #[cfg_attr(feature = "openapi", schema(rename = "system:config"))]
     SystemConfig,
 }
 
@@ -90,6 +101,7 @@ impl From<CapabilityName> for String {
 /// A requested capability with optional constraints (for example the hosts `network:http` may reach:
 /// `{"hosts": ["api.example.com"]}`). Constraints narrow a capability; they never widen it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capability {
     pub name: CapabilityName,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CapsuleType {
     Knowledge,
@@ -61,6 +62,7 @@ impl FromStr for CapsuleType {
 
 /// A stored capsule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capsule {
     pub id: Uuid,
     pub content: String,
@@ -76,16 +78,19 @@ pub struct Capsule {
     pub created_at: DateTime<Utc>,
 }
 
-/// A capsule to be created.
+/// A capsule to be created; it is owned by its creator and at most as trusted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewCapsule {
     pub content: String,
     #[serde(rename = "type")]
     pub capsule_type: CapsuleType,
     #[serde(default = "default_capsule_trust")]
+    #[cfg_attr(feature = "openapi", schema(default = default_capsule_trust))]
     pub trust_level: TrustLevel,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(default = json!({})))]
     pub metadata: Map<String, Value>,
     #[serde(skip)]
     pub owner: Option<String>,
@@ -117,6 +122,7 @@ impl NewCapsule {
 
 /// One search hit: the capsule (content cut to [`CapsuleHit::CONTENT_PREVIEW_CHARS`]) and its relevance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CapsuleHit {
     pub capsule: CapsulePreview,
     /// Higher is more relevant.
@@ -127,7 +133,10 @@ impl CapsuleHit {
     pub const CONTENT_PREVIEW_CHARS: usize = 500;
 }
 
+/// A capsule in search results, its content cut to `CapsuleHit::CONTENT_PREVIEW_CHARS` (500)
+/// characters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CapsulePreview {
     pub id: Uuid,
     pub content: String,

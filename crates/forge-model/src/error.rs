@@ -7,6 +7,7 @@ use std::fmt;
 
 /// Forge's shared error codes; each has one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     ValidationError,
@@ -77,8 +78,12 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// An error as Forge reports it: a code, a human message and structured details.
+/// An error as Forge reports it: a code, a human message and structured details (a validation
+/// error lists each violated rule in `details.errors`; a rate-limited call says in
+/// `details.retry_after` how many seconds to wait).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+// In OpenAPI this is the body of every refusal: `ErrorBody`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ErrorBody))]
 #[error("{message}")]
 pub struct ForgeError {
     pub code: ErrorCode,

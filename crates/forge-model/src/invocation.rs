@@ -8,12 +8,14 @@ use std::fmt;
 
 /// A request to run one entry point of an overlay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OverlayInvocation {
     /// The entry point to call.
     pub function: String,
     /// Passed to the guest as UTF-8 JSON.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(default = json!({})))]
     pub args: Map<String, Value>,
     /// Caps the call's wall-clock time below the manifest's `max_execution_ms` (100..=30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +49,7 @@ impl OverlayInvocation {
 
 /// Why an invocation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The call used up its `max_fuel`.
@@ -114,6 +117,7 @@ pub mod messages {
 
 /// The outcome of one invocation, successful or not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OverlayResult {
     pub success: bool,
     /// The guest's JSON object, or null.

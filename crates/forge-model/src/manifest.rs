@@ -36,17 +36,48 @@ pub const RESERVED_EXPORTS: &[&str] = &["memory", "forge_alloc", "_initialize", 
 /// assert_eq!(m.max_memory_mb, 64);
 /// assert_eq!(m.entry_points, ["process"]);
 /// ```
+///
+/// It serializes as its plain fields, every one present; when read, only `name` and `version` are
+/// required (the schema marks the others optional, with their defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(description = "The overlay manifest (`overlay.toml` as an object). Only `name` and \
+        `version` are required; the others take the defaults shown. Written back, every field is present.")
+)]
 #[serde(try_from = "Value")]
 pub struct OverlayManifest {
+    /// `^[a-z0-9-]+$`, 1-100 characters.
     pub name: String,
+    /// `MAJOR.MINOR.PATCH`, digits only.
     pub version: String,
+    /// At most 1000 characters.
+    #[cfg_attr(feature = "openapi", schema(required = false, default = ""))]
     pub description: String,
+    /// At most 100 characters.
+    #[cfg_attr(feature = "openapi", schema(required = false, default = ""))]
     pub author: String,
+    /// Each listed once; a name alone (`"capsule:read"`) is short for `{"name": "capsule:read"}`.
+    #[cfg_attr(feature = "openapi", schema(required = false, default = json!([])))]
     pub capabilities: Vec<Capability>,
+    /// 1..=512.
+    #[cfg_attr(feature = "openapi", schema(required = false, default = json!(limits::MEMORY_MB_DEFAULT)))]
     pub max_memory_mb: u32,
+    /// 100..=30000.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = false, default = json!(limits::EXECUTION_MS_DEFAULT))
+    )]
     pub max_execution_ms: u32,
+    /// At least 1.
+    #[cfg_attr(feature = "openapi", schema(required = false, default = json!(limits::FUEL_DEFAULT)))]
     pub max_fuel: u64,
+    /// Exported functions callers may invoke, each listed once.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = false, default = json!([limits::ENTRY_POINT_DEFAULT]))
+    )]
     pub entry_points: Vec<String>,
 }
 

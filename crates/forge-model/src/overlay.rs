@@ -11,6 +11,7 @@ use uuid::Uuid;
 /// An overlay as the registry knows it: its manifest plus lifecycle, provenance and health.
 /// On the wire the manifest's fields sit at the top level beside the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Overlay {
     pub id: Uuid,
     #[serde(flatten)]
@@ -45,6 +46,7 @@ impl Overlay {
 
 /// Running health counters of one overlay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OverlayHealth {
     pub invocation_count: u64,
     /// Failures that count against the overlay (everything but host faults).
@@ -108,6 +110,7 @@ impl LatencyHistogram {
 
 /// What `GET /overlays/{id}/health` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
     pub overlay_id: Uuid,
     pub name: String,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// Where an overlay is in its lifecycle. Lower-case on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OverlayState {
     /// Registered, waiting for an admin to activate it.
@@ -65,6 +66,7 @@ impl FromStr for OverlayState {
 
 /// Something that moves an overlay from one state to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleAction {
     Activate,

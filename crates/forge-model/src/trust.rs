@@ -9,6 +9,7 @@ use std::str::FromStr;
 /// The numeric values are Forge's shared definitions; on the wire a level is its lower-case name
 /// (`"standard"`), and the number (`60`) is accepted too when reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase", try_from = "TrustLevelRepr")]
 pub enum TrustLevel {
     Quarantine,

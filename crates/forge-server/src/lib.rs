@@ -16,7 +16,6 @@ mod config;
 mod error;
 mod extract;
 mod http_metrics;
-mod schema;
 mod server;
 mod wire;
 

@@ -1,7 +1,8 @@
 //! The API's own wire types: response envelopes, request bodies and query strings.
 
-use crate::schema;
-use forge_model::{CapabilityName, OverlayFilter, OverlayState, Page, PageRequest, TrustLevel, User};
+use forge_model::{
+    CapabilityName, OverlayFilter, OverlayManifest, OverlayState, Page, PageRequest, Role, TrustLevel, User,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -63,7 +64,7 @@ pub struct RegisterJson {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes `RegisterJson::manifest` only.
 pub enum ManifestInput {
-    Object(schema::OverlayManifest),
+    Object(OverlayManifest),
     Text(String),
 }
 
@@ -92,7 +93,6 @@ pub struct ReasonBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustLevelBody {
-    #[schema(value_type = schema::TrustLevel)]
     pub trust_level: TrustLevel,
     pub reason: Option<String>,
 }
@@ -111,14 +111,12 @@ pub struct DeleteQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    #[param(value_type = Option<schema::OverlayState>)]
     pub state: Option<OverlayState>,
     /// Who registered it.
     pub submitter: Option<String>,
     /// Part of the name.
     pub name: Option<String>,
     /// Holds this capability.
-    #[param(value_type = Option<schema::CapabilityName>)]
     pub capability: Option<CapabilityName>,
     /// From 1. Default: 1.
     pub page: Option<u32>,
@@ -173,10 +171,22 @@ impl SearchQuery {
 /// `POST /users` answer: the user and its first token, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedUser {
-    #[schema(value_type = schema::User)]
     pub user: User,
     /// Bearer token (`fgo_...`); only its hash is stored.
     pub token: String,
+}
+
+/// A user to create (admin only; no more trusted than the admin).
+// The body of `POST /users` is the service's `NewUser`, which carries no schema of its own (the
+// service is no HTTP layer); this describes it, and the OpenAPI tests hold the two together.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the body only; the handler reads `forge_service::NewUser`.
+pub struct NewUser {
+    /// 1-100 letters, digits, `.`, `_`, `-` or `@`.
+    name: String,
+    roles: Vec<Role>,
+    #[schema(required = false, default = json!(TrustLevel::Standard))]
+    trust_level: TrustLevel,
 }
 
 /// `POST /tokens/revoke` body.

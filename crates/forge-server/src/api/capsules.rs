@@ -3,21 +3,20 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
-use crate::schema::{self, ErrorBody};
 use crate::wire::{Data, List, SearchQuery};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use forge_model::{Capsule, CapsuleHit, NewCapsule, Page, PageRequest};
+use forge_model::{Capsule, CapsuleHit, ForgeError, NewCapsule, Page, PageRequest};
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// Create a capsule owned by the caller (no more trusted than the caller).
-#[utoipa::path(post, path = "/capsules", tag = "capsules", request_body = schema::NewCapsule,
+#[utoipa::path(post, path = "/capsules", tag = "capsules", request_body = NewCapsule,
     responses(
-        (status = 201, description = "Created", body = Data<schema::Capsule>),
-        (status = 403, description = "Above the caller's trust", body = ErrorBody),
-        (status = 422, description = "Invalid capsule", body = ErrorBody),
+        (status = 201, description = "Created", body = Data<Capsule>),
+        (status = 403, description = "Above the caller's trust", body = ForgeError),
+        (status = 422, description = "Invalid capsule", body = ForgeError),
     ))]
 pub async fn create(
     State(app): State<Arc<AppState>>,
@@ -31,8 +30,8 @@ pub async fn create(
 /// One capsule; one above the caller's trust is "not found", like a missing one.
 #[utoipa::path(get, path = "/capsules/{id}", tag = "capsules", params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The capsule", body = Data<schema::Capsule>),
-        (status = 404, description = "No such capsule within the caller's trust", body = ErrorBody),
+        (status = 200, description = "The capsule", body = Data<Capsule>),
+        (status = 404, description = "No such capsule within the caller's trust", body = ForgeError),
     ))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
@@ -45,8 +44,8 @@ pub async fn get(
 /// Full-text search among the capsules within the caller's trust, best first, as one page.
 #[utoipa::path(get, path = "/capsules", tag = "capsules", params(SearchQuery),
     responses(
-        (status = 200, description = "Hits, content cut to 500 characters", body = List<schema::CapsuleHit>),
-        (status = 422, description = "No query", body = ErrorBody),
+        (status = 200, description = "Hits, content cut to 500 characters", body = List<CapsuleHit>),
+        (status = 422, description = "No query", body = ForgeError),
     ))]
 pub async fn search(
     State(app): State<Arc<AppState>>,

@@ -12,11 +12,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use bytes::Bytes;
+use forge_model::{ForgeError, LifecycleAction};
 use forge_service::OverlayService;
 use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,6 +31,8 @@ pub const PREFIX: &str = "/api/v1";
         description = "Registers and runs WebAssembly overlays. Every route under /api/v1 takes \
             `Authorization: Bearer <token>`; every refusal has the body `{code, message, details}`."
     ),
+    // Schemas that only path parameters use are referred to but not collected with the paths.
+    components(schemas(LifecycleAction)),
     modifiers(&BearerTokens),
     security(("bearer" = [])),
     tags(
@@ -61,7 +64,7 @@ fn document_authentication(openapi: &mut Document) {
         .description("Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)")
         .content(
             "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            ContentBuilder::new().schema(Some(Ref::from_schema_name(ForgeError::name()))).build(),
         )
         .build();
     for (_, item) in openapi.paths.paths.iter_mut().filter(|(path, _)| path.starts_with(PREFIX)) {
@@ -114,8 +117,7 @@ async fn refuse_oversized(
         while let Some(Ok(_)) = body.frame().await {}
     }
     let message = format!("request body of {length} bytes exceeds the limit of {limit} bytes");
-    crate::error::ApiError(forge_model::ForgeError::new(forge_model::ErrorCode::PayloadTooLarge, message))
-        .into_response()
+    crate::error::ApiError(ForgeError::new(forge_model::ErrorCode::PayloadTooLarge, message)).into_response()
 }
 
 /// The routes and the OpenAPI document of the same routes.
@@ -147,7 +149,17 @@ fn routes() -> (Router<Arc<AppState>>, Document) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+    use forge_model::{
+        AuditEvent, CapabilityName, Capsule, CapsuleHit, CapsulePreview, CapsuleType, ErrorCode, ErrorKind,
+        HealthReport, LatencyHistogram, NewCapsule, Overlay, OverlayHealth, OverlayInvocation,
+        OverlayManifest, OverlayResult, OverlayState, Role, TrustLevel, User,
+    };
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Map, Value, json};
     use std::collections::BTreeSet;
+    use uuid::Uuid;
 
     #[test]
     fn the_document_lists_every_route_with_its_methods() {
@@ -196,11 +208,220 @@ mod tests {
         assert!(invoke["responses"]["401"].is_object(), "authenticated routes document 401");
         assert!(invoke["responses"]["429"]["headers"]["Retry-After"].is_object());
         assert!(json["paths"]["/health"]["get"]["responses"]["401"].is_null(), "/health is open");
-        for schema in
-            ["Overlay", "OverlayResult", "OverlayInvocation", "ErrorBody", "HealthReport", "CapsuleHit"]
-        {
-            assert!(json["components"]["schemas"][schema].is_object(), "{schema} is described");
-        }
         assert_eq!(json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    }
+
+    // The schemas are derived from the model's own types, but serde and utoipa each read the types
+    // their own way (custom serde, `flatten`, `try_from`, defaults). These tests hold the document to
+    // what serde actually writes and reads, so it cannot drift.
+
+    /// Every `$ref` in `value`.
+    fn references(value: &Value, found: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(fields) => {
+                found.extend(fields.get("$ref").and_then(Value::as_str).map(str::to_owned));
+                fields.values().for_each(|v| references(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_is_described() {
+        let doc = document();
+        let mut found = BTreeSet::new();
+        references(&doc, &mut found);
+        for target in &found {
+            component(&doc, target.strip_prefix("#/components/schemas/").unwrap_or(target));
+        }
+        assert!(found.contains("#/components/schemas/LifecycleAction"), "a path parameter's schema");
+    }
+
+    /// The document as served: serialized, then read back as plain JSON.
+    fn document() -> Value {
+        let (_, openapi) = routes();
+        serde_json::from_str(&openapi.to_json().unwrap()).expect("the document is valid JSON")
+    }
+
+    /// A component schema, by name.
+    fn component<'a>(document: &'a Value, name: &str) -> &'a Value {
+        let schema = &document["components"]["schemas"][name];
+        assert!(schema.is_object(), "{name} is not described");
+        schema
+    }
+
+    /// A schema's properties and the required ones, following `$ref` and `allOf` (flattened fields).
+    fn fields(document: &Value, schema: &Value) -> (Map<String, Value>, BTreeSet<String>) {
+        if let Some(target) = schema["$ref"].as_str() {
+            return fields(document, component(document, target.trim_start_matches("#/components/schemas/")));
+        }
+        let mut properties = schema["properties"].as_object().cloned().unwrap_or_default();
+        let mut required: BTreeSet<String> =
+            schema["required"].as_array().into_iter().flatten().map(|v| v.as_str().unwrap().into()).collect();
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            let (more, more_required) = fields(document, part);
+            properties.extend(more);
+            required.extend(more_required);
+        }
+        (properties, required)
+    }
+
+    /// Asserts the component documents exactly the fields `value` serializes.
+    fn documents_fields(document: &Value, name: &str, value: impl Serialize) {
+        let (properties, _) = fields(document, component(document, name));
+        let Value::Object(wire) = serde_json::to_value(value).unwrap() else {
+            panic!("{name}: not an object")
+        };
+        let documented: BTreeSet<&String> = properties.keys().collect();
+        assert_eq!(documented, wire.keys().collect(), "{name}");
+    }
+
+    /// Asserts that `minimal` holds exactly the component's required fields, that `T` reads it, and
+    /// that every field left out is filled in as documented: its default, or nothing.
+    fn documents_defaults<T: DeserializeOwned + Serialize>(document: &Value, name: &str, minimal: Value) {
+        let (properties, required) = fields(document, component(document, name));
+        let given: BTreeSet<String> = minimal.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(required, given, "{name}: the required fields");
+        let read: T = serde_json::from_value(minimal).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let wire = serde_json::to_value(read).unwrap();
+        for (field, schema) in properties.iter().filter(|(field, _)| !given.contains(*field)) {
+            assert_eq!(wire[field], schema["default"], "{name}.{field}: the default");
+        }
+    }
+
+    /// The component's enum values, each checked to read as a `T` that writes it back unchanged.
+    fn enum_values<T: DeserializeOwned + Serialize>(document: &Value, name: &str) -> BTreeSet<String> {
+        let values =
+            component(document, name)["enum"].as_array().unwrap_or_else(|| panic!("{name}: no enum"));
+        let names = values.iter().map(|value| {
+            let read: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&serde_json::to_value(read).unwrap(), value, "{name}");
+            value.as_str().unwrap().to_owned()
+        });
+        names.collect()
+    }
+
+    /// What serde writes for each of `values`.
+    fn wire_names<T: Serialize>(values: impl IntoIterator<Item = T>) -> BTreeSet<String> {
+        values.into_iter().map(|v| serde_json::to_value(v).unwrap().as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn enums_are_documented_as_serde_writes_them() {
+        let doc = document();
+        let states = enum_values::<OverlayState>(&doc, "OverlayState");
+        assert_eq!(states, wire_names(OverlayState::ALL));
+        assert!(states.contains("pending") && states.contains("quarantined"));
+        let trust = enum_values::<TrustLevel>(&doc, "TrustLevel");
+        assert_eq!(trust, wire_names(TrustLevel::ALL));
+        assert!(trust.contains("sandbox"));
+        let capabilities = enum_values::<CapabilityName>(&doc, "CapabilityName");
+        assert_eq!(capabilities, wire_names(CapabilityName::ALL));
+        assert!(capabilities.contains("capsule:read"));
+        let kinds = enum_values::<ErrorKind>(&doc, "ErrorKind");
+        assert_eq!(kinds, wire_names(ErrorKind::ALL));
+        assert!(kinds.contains("fuel_exhausted"));
+        assert_eq!(enum_values::<LifecycleAction>(&doc, "LifecycleAction"), wire_names(LifecycleAction::ALL));
+        assert_eq!(enum_values::<CapsuleType>(&doc, "CapsuleType"), wire_names(CapsuleType::ALL));
+        assert_eq!(enum_values::<Role>(&doc, "Role"), wire_names([Role::Admin, Role::Operator, Role::User]));
+
+        // Every refusal's body names its code from ErrorCode.
+        let body = component(&doc, ForgeError::name().as_ref());
+        assert_eq!(body["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode");
+        let codes = enum_values::<ErrorCode>(&doc, "ErrorCode");
+        for code in ["validation_error", "authentication_error", "not_found", "rate_limit_exceeded"] {
+            assert!(codes.contains(code), "{code}");
+        }
+        assert_eq!(codes.len(), 11);
+    }
+
+    #[test]
+    fn objects_are_documented_as_serde_writes_them() {
+        let doc = document();
+        let now = Utc::now();
+        let manifest = OverlayManifest::parse(
+            r#"name = "echo"
+               version = "1.0.0"
+               capabilities = [{ name = "network:http", constraints = { hosts = ["example.com"] } }]"#,
+        )
+        .unwrap();
+        documents_fields(&doc, "OverlayManifest", &manifest);
+        documents_fields(&doc, "Capability", &manifest.capabilities[0]);
+        let health = OverlayHealth::default();
+        documents_fields(&doc, "OverlayHealth", &health);
+        let overlay = Overlay {
+            id: Uuid::nil(),
+            manifest,
+            state: OverlayState::Active,
+            trust_level: TrustLevel::Sandbox,
+            wasm_key: "k".into(),
+            wasm_hash: "h".into(),
+            source_hash: None,
+            submitted_by: "u".into(),
+            requires_approval: false,
+            created_at: now,
+            updated_at: now,
+            health,
+        };
+        documents_fields(&doc, "Overlay", &overlay);
+        documents_fields(&doc, "HealthReport", HealthReport::new(&overlay, &LatencyHistogram::default()));
+        let event = AuditEvent {
+            id: 1,
+            overlay_id: Uuid::nil(),
+            actor: "a".into(),
+            action: "register".into(),
+            from_state: None,
+            to_state: None,
+            reason: None,
+            details: Map::new(),
+            created_at: now,
+        };
+        documents_fields(&doc, "AuditEvent", event);
+        let invocation =
+            OverlayInvocation { timeout_ms: Some(100), ..OverlayInvocation::new("process", Map::new()) };
+        documents_fields(&doc, "OverlayInvocation", invocation);
+        documents_fields(&doc, "OverlayResult", OverlayResult::ok(None, 0.1, 1));
+        let capsule = Capsule {
+            id: Uuid::nil(),
+            content: "c".into(),
+            capsule_type: CapsuleType::Insight,
+            trust_level: TrustLevel::Standard,
+            version: 1,
+            metadata: Map::new(),
+            owner: None,
+            created_by_overlay: None,
+            created_at: now,
+        };
+        documents_fields(&doc, "Capsule", &capsule);
+        let preview = CapsulePreview::of(&capsule);
+        documents_fields(&doc, "CapsulePreview", &preview);
+        documents_fields(&doc, "CapsuleHit", CapsuleHit { capsule: preview, score: 1.0 });
+        let user = User {
+            id: Uuid::nil(),
+            name: "u".into(),
+            roles: vec![Role::User],
+            trust_level: TrustLevel::Standard,
+            created_at: now,
+        };
+        documents_fields(&doc, "User", user);
+        documents_fields(&doc, ForgeError::name().as_ref(), ForgeError::not_found("x"));
+    }
+
+    #[test]
+    fn request_bodies_document_what_may_be_left_out() {
+        let doc = document();
+        documents_defaults::<OverlayManifest>(
+            &doc,
+            "OverlayManifest",
+            json!({"name": "a", "version": "1.0.0"}),
+        );
+        documents_defaults::<OverlayInvocation>(&doc, "OverlayInvocation", json!({"function": "process"}));
+        documents_defaults::<NewCapsule>(&doc, "NewCapsule", json!({"content": "c", "type": "code"}));
+        documents_defaults::<forge_service::NewUser>(
+            &doc,
+            "NewUser",
+            json!({"name": "u", "roles": ["user"]}),
+        );
     }
 }

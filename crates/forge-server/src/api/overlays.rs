@@ -3,7 +3,6 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson, RegisterBody};
-use crate::schema::{self, ErrorBody};
 use crate::wire::{
     Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, RegisterMultipart,
     TrustLevelBody,
@@ -11,7 +10,9 @@ use crate::wire::{
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use forge_model::{AuditEvent, HealthReport, LifecycleAction, Overlay, OverlayInvocation, OverlayResult};
+use forge_model::{
+    AuditEvent, ForgeError, HealthReport, LifecycleAction, Overlay, OverlayInvocation, OverlayResult,
+};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -31,11 +32,11 @@ fn ok<T>(data: T) -> Answer<Data<T>> {
         (RegisterMultipart = "multipart/form-data"),
     )),
     responses(
-        (status = 201, description = "Registered", body = Data<schema::Overlay>),
-        (status = 409, description = "name@version is already registered", body = ErrorBody),
-        (status = 413, description = "Body larger than `max_body_bytes`", body = ErrorBody),
-        (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
-        (status = 422, description = "Invalid manifest or module (`details.errors` lists each problem)", body = ErrorBody),
+        (status = 201, description = "Registered", body = Data<Overlay>),
+        (status = 409, description = "name@version is already registered", body = ForgeError),
+        (status = 413, description = "Body larger than `max_body_bytes`", body = ForgeError),
+        (status = 415, description = "Neither JSON nor multipart", body = ForgeError),
+        (status = 422, description = "Invalid manifest or module (`details.errors` lists each problem)", body = ForgeError),
     ))]
 pub async fn register(
     State(app): State<Arc<AppState>>,
@@ -49,8 +50,8 @@ pub async fn register(
 /// List overlays, filtered and paged.
 #[utoipa::path(get, path = "/overlays", tag = "overlays", params(ListQuery),
     responses(
-        (status = 200, description = "A page of overlays", body = List<schema::Overlay>),
-        (status = 422, description = "A filter does not parse", body = ErrorBody),
+        (status = 200, description = "A page of overlays", body = List<Overlay>),
+        (status = 422, description = "A filter does not parse", body = ForgeError),
     ))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
@@ -65,8 +66,8 @@ pub async fn list(
 /// One overlay.
 #[utoipa::path(get, path = "/overlays/{id}", tag = "overlays", params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The overlay", body = Data<schema::Overlay>),
-        (status = 404, description = "No such overlay", body = ErrorBody),
+        (status = 200, description = "The overlay", body = Data<Overlay>),
+        (status = 404, description = "No such overlay", body = ForgeError),
     ))]
 pub async fn get(
     State(app): State<Arc<AppState>>,
@@ -80,8 +81,8 @@ pub async fn get(
 #[utoipa::path(get, path = "/overlays/by-name/{name}/{version}", tag = "overlays",
     params(("name" = String, Path), ("version" = String, Path)),
     responses(
-        (status = 200, description = "The overlay", body = Data<schema::Overlay>),
-        (status = 404, description = "No such overlay", body = ErrorBody),
+        (status = 200, description = "The overlay", body = Data<Overlay>),
+        (status = 404, description = "No such overlay", body = ForgeError),
     ))]
 pub async fn get_by_name_version(
     State(app): State<Arc<AppState>>,
@@ -95,8 +96,8 @@ pub async fn get_by_name_version(
 #[utoipa::path(delete, path = "/overlays/{id}", tag = "overlays", params(("id" = Uuid, Path), DeleteQuery),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 404, description = "No such overlay", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ForgeError),
+        (status = 404, description = "No such overlay", body = ForgeError),
     ))]
 pub async fn delete(
     State(app): State<Arc<AppState>>,
@@ -111,13 +112,13 @@ pub async fn delete(
 /// Apply a lifecycle action. Transitions outside the state table are refused with 422 naming the
 /// current state.
 #[utoipa::path(post, path = "/overlays/{id}/{action}", tag = "overlays",
-    params(("id" = Uuid, Path), ("action" = schema::LifecycleAction, Path)),
+    params(("id" = Uuid, Path), ("action" = LifecycleAction, Path)),
     request_body(content = Option<ReasonBody>, description = "Optional; `reason` is required to suspend or quarantine"),
     responses(
-        (status = 200, description = "The overlay in its new state", body = Data<schema::Overlay>),
-        (status = 403, description = "The caller's role may not take this action", body = ErrorBody),
-        (status = 404, description = "No such overlay or action", body = ErrorBody),
-        (status = 422, description = "Not allowed from the current state, or a reason is missing", body = ErrorBody),
+        (status = 200, description = "The overlay in its new state", body = Data<Overlay>),
+        (status = 403, description = "The caller's role may not take this action", body = ForgeError),
+        (status = 404, description = "No such overlay or action", body = ForgeError),
+        (status = 422, description = "Not allowed from the current state, or a reason is missing", body = ForgeError),
     ))]
 pub async fn transition(
     State(app): State<Arc<AppState>>,
@@ -132,9 +133,9 @@ pub async fn transition(
 #[utoipa::path(put, path = "/overlays/{id}/trust-level", tag = "overlays", params(("id" = Uuid, Path)),
     request_body = TrustLevelBody,
     responses(
-        (status = 200, description = "The overlay at its new trust level", body = Data<schema::Overlay>),
-        (status = 403, description = "Not an admin, or above the admin's trust", body = ErrorBody),
-        (status = 404, description = "No such overlay", body = ErrorBody),
+        (status = 200, description = "The overlay at its new trust level", body = Data<Overlay>),
+        (status = 403, description = "Not an admin, or above the admin's trust", body = ForgeError),
+        (status = 404, description = "No such overlay", body = ForgeError),
     ))]
 pub async fn set_trust_level(
     State(app): State<Arc<AppState>>,
@@ -148,15 +149,15 @@ pub async fn set_trust_level(
 /// Invoke an entry point. 200 with the result whether or not the overlay succeeded; HTTP errors
 /// only for refusals.
 #[utoipa::path(post, path = "/overlays/{id}/invoke", tag = "invocation", params(("id" = Uuid, Path)),
-    request_body = schema::OverlayInvocation,
+    request_body = OverlayInvocation,
     responses(
-        (status = 200, description = "The call ran (see `success`)", body = Data<schema::OverlayResult>),
-        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ErrorBody),
-        (status = 404, description = "No such overlay", body = ErrorBody),
-        (status = 422, description = "Not active, or not an entry point (`details.available`)", body = ErrorBody),
-        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ErrorBody,
+        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>),
+        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
+        (status = 404, description = "No such overlay", body = ForgeError),
+        (status = 422, description = "Not active, or not an entry point (`details.available`)", body = ForgeError),
+        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ForgeError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The stored binary is missing or fails verification", body = ErrorBody),
+        (status = 503, description = "The stored binary is missing or fails verification", body = ForgeError),
     ))]
 pub async fn invoke(
     State(app): State<Arc<AppState>>,
@@ -169,15 +170,15 @@ pub async fn invoke(
 
 /// Invoke the newest active version of the overlay named `name`.
 #[utoipa::path(post, path = "/overlays/by-name/{name}/invoke", tag = "invocation", params(("name" = String, Path)),
-    request_body = schema::OverlayInvocation,
+    request_body = OverlayInvocation,
     responses(
-        (status = 200, description = "The call ran (see `success`)", body = Data<schema::OverlayResult>),
-        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ErrorBody),
-        (status = 404, description = "No active overlay of that name", body = ErrorBody),
-        (status = 422, description = "Not an entry point (`details.available`)", body = ErrorBody),
-        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ErrorBody,
+        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>),
+        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
+        (status = 404, description = "No active overlay of that name", body = ForgeError),
+        (status = 422, description = "Not an entry point (`details.available`)", body = ForgeError),
+        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ForgeError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The stored binary is missing or fails verification", body = ErrorBody),
+        (status = 503, description = "The stored binary is missing or fails verification", body = ForgeError),
     ))]
 pub async fn invoke_by_name(
     State(app): State<Arc<AppState>>,
@@ -191,8 +192,8 @@ pub async fn invoke_by_name(
 /// Health counters, failure rate and latency percentiles.
 #[utoipa::path(get, path = "/overlays/{id}/health", tag = "overlays", params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "Health of the overlay", body = Data<schema::HealthReport>),
-        (status = 404, description = "No such overlay", body = ErrorBody),
+        (status = 200, description = "Health of the overlay", body = Data<HealthReport>),
+        (status = 404, description = "No such overlay", body = ForgeError),
     ))]
 pub async fn health(
     State(app): State<Arc<AppState>>,
@@ -204,7 +205,7 @@ pub async fn health(
 
 /// The overlay's audit trail, oldest first.
 #[utoipa::path(get, path = "/overlays/{id}/events", tag = "overlays", params(("id" = Uuid, Path), PageQuery),
-    responses((status = 200, description = "A page of audit events", body = List<schema::AuditEvent>)))]
+    responses((status = 200, description = "A page of audit events", body = List<AuditEvent>)))]
 pub async fn events(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

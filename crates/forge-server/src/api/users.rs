@@ -3,21 +3,21 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
-use crate::schema::{self, ErrorBody};
-use crate::wire::{CreatedUser, Data, RevokeBody, Revoked};
+use crate::wire::{self, CreatedUser, Data, RevokeBody, Revoked};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use forge_model::ForgeError;
 use forge_service::NewUser;
 use std::sync::Arc;
 
 /// Create a user (admin); the answer holds its API token, shown this once.
-#[utoipa::path(post, path = "/users", tag = "users", request_body = schema::NewUser,
+#[utoipa::path(post, path = "/users", tag = "users", request_body = wire::NewUser,
     responses(
         (status = 201, description = "Created, with its token", body = Data<CreatedUser>),
-        (status = 403, description = "Not an admin, or above the admin's trust", body = ErrorBody),
-        (status = 409, description = "A user of that name exists", body = ErrorBody),
-        (status = 422, description = "Invalid user", body = ErrorBody),
+        (status = 403, description = "Not an admin, or above the admin's trust", body = ForgeError),
+        (status = 409, description = "A user of that name exists", body = ForgeError),
+        (status = 422, description = "Invalid user", body = ForgeError),
     ))]
 pub async fn create(
     State(app): State<Arc<AppState>>,
@@ -32,7 +32,7 @@ pub async fn create(
 #[utoipa::path(post, path = "/tokens/revoke", tag = "users", request_body = RevokeBody,
     responses(
         (status = 200, description = "Revoked", body = Data<Revoked>),
-        (status = 404, description = "No such live token of the caller's", body = ErrorBody),
+        (status = 404, description = "No such live token of the caller's", body = ForgeError),
     ))]
 pub async fn revoke_token(
     State(app): State<Arc<AppState>>,

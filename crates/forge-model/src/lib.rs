@@ -27,4 +27,4 @@ pub use overlay::{
 };
 pub use state::{LifecycleAction, OverlayState};
 pub use trust::TrustLevel;
-pub use user::{Principal, Role, User};
+pub use user::{NewUser, Principal, Role, User};

@@ -1,5 +1,6 @@
 //! Users, roles and the authenticated principal behind a request.
 
+use crate::error::{FieldError, ForgeError};
 use crate::trust::TrustLevel;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,41 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// A user to create (by an admin, no more trusted than that admin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// 1-100 letters, digits, `.`, `_`, `-` or `@`.
+    pub name: String,
+    pub roles: Vec<Role>,
+    #[serde(default = "default_user_trust")]
+    #[cfg_attr(feature = "openapi", schema(required = false, default = default_user_trust))]
+    pub trust_level: TrustLevel,
+}
+
+fn default_user_trust() -> TrustLevel {
+    TrustLevel::Standard
+}
+
+impl NewUser {
+    pub fn validate(&self) -> Result<(), ForgeError> {
+        let mut errors = Vec::new();
+        let name_ok = (1..=100).contains(&self.name.chars().count())
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+        if !name_ok {
+            errors.push(FieldError::new(
+                "name",
+                "must be 1-100 characters of letters, digits, `.`, `_`, `-` or `@`",
+            ));
+        }
+        if self.roles.is_empty() {
+            errors.push(FieldError::new("roles", "must name at least one of admin, operator, user"));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("user", errors)) }
+    }
+}
+
 /// Who is acting: the authenticated user of a request, or the system itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
@@ -83,5 +119,23 @@ impl Principal {
 impl From<&User> for Principal {
     fn from(user: &User) -> Self {
         Principal { name: user.name.clone(), roles: user.roles.clone(), trust_level: user.trust_level }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_validation() {
+        let ok = NewUser {
+            name: "ops.bot-1".into(),
+            roles: vec![Role::Operator],
+            trust_level: TrustLevel::Standard,
+        };
+        assert!(ok.validate().is_ok());
+        let bad = NewUser { name: "has space".into(), roles: vec![], trust_level: TrustLevel::Standard };
+        let err = bad.validate().unwrap_err();
+        assert!(err.message.contains("name") && err.message.contains("roles"));
     }
 }

@@ -1,7 +1,7 @@
 //! The API's own wire types: response envelopes, request bodies and query strings.
 
 use forge_model::{
-    CapabilityName, OverlayFilter, OverlayManifest, OverlayState, Page, PageRequest, Role, TrustLevel, User,
+    CapabilityName, OverlayFilter, OverlayManifest, OverlayState, Page, PageRequest, TrustLevel, User,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -174,19 +174,6 @@ pub struct CreatedUser {
     pub user: User,
     /// Bearer token (`fgo_...`); only its hash is stored.
     pub token: String,
-}
-
-/// A user to create (admin only; no more trusted than the admin).
-// The body of `POST /users` is the service's `NewUser`, which carries no schema of its own (the
-// service is no HTTP layer); this describes it, and the OpenAPI tests hold the two together.
-#[derive(ToSchema)]
-#[allow(dead_code)] // Describes the body only; the handler reads `forge_service::NewUser`.
-pub struct NewUser {
-    /// 1-100 letters, digits, `.`, `_`, `-` or `@`.
-    name: String,
-    roles: Vec<Role>,
-    #[schema(required = false, default = json!(TrustLevel::Standard))]
-    trust_level: TrustLevel,
 }
 
 /// `POST /tokens/revoke` body.

@@ -19,7 +19,7 @@ pub use access::{Operation, require};
 pub use config::ServiceConfig;
 pub use metrics::ServiceMetrics;
 pub use registry::Registration;
-pub use users::{NewUser, generate_token, token_hash};
+pub use users::{generate_token, token_hash};
 
 use forge_model::ForgeError;
 use forge_runtime::{HostServices, NoNetwork, Runtime};

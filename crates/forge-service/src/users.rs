@@ -4,9 +4,8 @@ use crate::OverlayService;
 use crate::access::{Operation, require};
 use base64::Engine;
 use chrono::Utc;
-use forge_model::{FieldError, ForgeError, Principal, Role, TrustLevel, User};
+use forge_model::{ForgeError, NewUser, Principal, Role, TrustLevel, User};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -25,38 +24,6 @@ pub fn generate_token() -> String {
 /// What the database keeps of a token.
 pub fn token_hash(token: &str) -> String {
     forge_storage::sha256_hex(token.as_bytes())
-}
-
-/// A user to create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    pub name: String,
-    pub roles: Vec<Role>,
-    #[serde(default = "default_trust")]
-    pub trust_level: TrustLevel,
-}
-
-fn default_trust() -> TrustLevel {
-    TrustLevel::Standard
-}
-
-impl NewUser {
-    fn validate(&self) -> Result<(), ForgeError> {
-        let mut errors = Vec::new();
-        let name_ok = (1..=100).contains(&self.name.chars().count())
-            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
-        if !name_ok {
-            errors.push(FieldError::new(
-                "name",
-                "must be 1-100 characters of letters, digits, `.`, `_`, `-` or `@`",
-            ));
-        }
-        if self.roles.is_empty() {
-            errors.push(FieldError::new("roles", "must name at least one of admin, operator, user"));
-        }
-        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("user", errors)) }
-    }
 }
 
 /// Tokens verified recently, by hash, so most requests need no database read.
@@ -190,18 +157,5 @@ mod tests {
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 43);
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), token_hash(&b));
-    }
-
-    #[test]
-    fn user_validation() {
-        let ok = NewUser {
-            name: "ops.bot-1".into(),
-            roles: vec![Role::Operator],
-            trust_level: TrustLevel::Standard,
-        };
-        assert!(ok.validate().is_ok());
-        let bad = NewUser { name: "has space".into(), roles: vec![], trust_level: TrustLevel::Standard };
-        let err = bad.validate().unwrap_err();
-        assert!(err.message.contains("name") && err.message.contains("roles"));
     }
 }

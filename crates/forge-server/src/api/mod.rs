@@ -418,10 +418,6 @@ mod tests {
         );
         documents_defaults::<OverlayInvocation>(&doc, "OverlayInvocation", json!({"function": "process"}));
         documents_defaults::<NewCapsule>(&doc, "NewCapsule", json!({"content": "c", "type": "code"}));
-        documents_defaults::<forge_service::NewUser>(
-            &doc,
-            "NewUser",
-            json!({"name": "u", "roles": ["user"]}),
-        );
+        documents_defaults::<forge_model::NewUser>(&doc, "NewUser", json!({"name": "u", "roles": ["user"]}));
     }
 }

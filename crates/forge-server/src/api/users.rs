@@ -3,16 +3,16 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
-use crate::wire::{self, CreatedUser, Data, RevokeBody, Revoked};
+use crate::wire::{CreatedUser, Data, RevokeBody, Revoked};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use forge_model::ForgeError;
-use forge_service::NewUser;
+use forge_model::NewUser;
 use std::sync::Arc;
 
 /// Create a user (admin); the answer holds its API token, shown this once.
-#[utoipa::path(post, path = "/users", tag = "users", request_body = wire::NewUser,
+#[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
     responses(
         (status = 201, description = "Created, with its token", body = Data<CreatedUser>),
         (status = 403, description = "Not an admin, or above the admin's trust", body = ForgeError),

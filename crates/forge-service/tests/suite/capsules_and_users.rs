@@ -1,8 +1,8 @@
 //! Capsules as users see them, and users with their tokens.
 
 use crate::common::*;
+use forge_model::NewUser;
 use forge_model::{CapsuleType, ErrorCode, NewCapsule, Role, TrustLevel};
-use forge_service::NewUser;
 
 fn capsule(content: &str, trust: TrustLevel) -> NewCapsule {
     NewCapsule {

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FORGE_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace_secs: Option<u64>,
+    /// Keep compiled overlays in `{data_dir}/compiled` across restarts [default: true].
+    #[arg(long, env = "FORGE_COMPILED_CACHE", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compiled_cache: Option<bool>,
 }
 
 #[derive(Subcommand)]

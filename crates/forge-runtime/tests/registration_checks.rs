@@ -161,3 +161,47 @@ fn compiled_modules_are_cached_by_hash() {
     let other = rt.compile(&returning(r#"{"cached": 2}"#)).unwrap();
     assert!(!wasmtime::Module::same(&first, &other));
 }
+
+#[test]
+fn compiled_code_can_be_kept_on_disk_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || forge_runtime::RuntimeConfig {
+        compiled_cache_dir: Some(dir.path().to_owned()),
+        max_instances: 4,
+        ..forge_runtime::RuntimeConfig::default()
+    };
+    let wasm = returning(r#"{"kept": true}"#);
+    let files = || walk(dir.path());
+    let first = forge_runtime::Runtime::new(config(), Default::default()).unwrap();
+    first.compile(&wasm).unwrap();
+    drop(first);
+    let stored = files();
+    assert!(!stored.is_empty(), "compiling wrote the cache");
+    // A new runtime (a restart) finds the module there instead of compiling it again.
+    let second = forge_runtime::Runtime::new(config(), Default::default()).unwrap();
+    let prepared = second.prepare(&manifest(""), &wasm).unwrap();
+    assert_eq!(files(), stored, "nothing new was compiled");
+    let outcome = invoke(
+        &second,
+        &prepared,
+        &identity(forge_model::TrustLevel::Sandbox),
+        &forge_model::OverlayInvocation::new("process", Default::default()),
+    );
+    assert_eq!(outcome.unwrap().result.result.unwrap()["kept"], true);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if !path.file_name().unwrap().to_string_lossy().contains('.') {
+            // Compiled entries only: Wasmtime's cache also keeps `.stats` files and `.wip` files of
+            // writes in progress beside them.
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}

@@ -70,6 +70,11 @@ pub struct ServerConfig {
     /// Seconds to wait, after SIGTERM or SIGINT, for requests in flight before the connections still
     /// open are dropped. Default: 30 (an invocation runs at most 30 s).
     pub shutdown_grace_secs: u64,
+
+    /// Keep compiled overlays on disk in `{data_dir}/compiled`, keyed by the engine's compatibility
+    /// hash, so that a restart (or an upgrade that keeps the engine) does not compile them again.
+    /// Default: true. Costs disk space about the size of the binaries' machine code.
+    pub compiled_cache: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace_secs: 30,
+            compiled_cache: true,
         }
     }
 }
@@ -154,10 +160,13 @@ impl ServerConfig {
 
     /// The service's settings: its defaults with this configuration's limits.
     pub fn service_config(&self) -> ServiceConfig {
+        let defaults = ServiceConfig::default();
+        let compiled_cache_dir = self.compiled_cache.then(|| self.data_dir.join("compiled"));
         ServiceConfig {
             max_in_flight: self.max_in_flight,
             max_in_flight_per_overlay: self.max_in_flight_per_overlay,
-            ..ServiceConfig::default()
+            runtime: forge_runtime::RuntimeConfig { compiled_cache_dir, ..defaults.runtime.clone() },
+            ..defaults
         }
     }
 
@@ -267,5 +276,9 @@ mod tests {
         assert_eq!(config.sqlite_path(), PathBuf::from("/srv/forge/forge.db"));
         assert_eq!(config.object_store_location(), "/srv/forge/blobs");
         assert_eq!(config.service_config().max_in_flight, config.max_in_flight);
+        let compiled = config.service_config().runtime.compiled_cache_dir;
+        assert_eq!(compiled, Some(PathBuf::from("/srv/forge/compiled")));
+        let without = ServerConfig { compiled_cache: false, ..config };
+        assert_eq!(without.service_config().runtime.compiled_cache_dir, None);
     }
 }

@@ -158,7 +158,7 @@ fn sigkill_amid_registrations_and_invocations_loses_nothing_acknowledged() {
         let key = overlay["wasm_key"].as_str().unwrap();
         let binary =
             std::fs::read(blob_path(&data, key)).unwrap_or_else(|e| panic!("binary {key} of a record: {e}"));
-        assert_eq!(forge_storage::sha256_hex(&binary), overlay["wasm_hash"].as_str().unwrap(), "{key}");
+        assert_eq!(forge_model::sha256_hex(&binary), overlay["wasm_hash"].as_str().unwrap(), "{key}");
         if overlay["state"] == "active" {
             let result = admin.invoke(&id(overlay), "process", json!({})).data(200);
             assert_eq!(result["success"], true, "{key}: {result}");

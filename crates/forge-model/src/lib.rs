@@ -28,3 +28,9 @@ pub use overlay::{
 pub use state::{LifecycleAction, OverlayState};
 pub use trust::TrustLevel;
 pub use user::{NewUser, Principal, Role, User};
+
+/// Hex SHA-256 of some bytes: how overlay binaries (and API tokens) are identified everywhere.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -49,4 +49,4 @@ pub use host::{
     CapsuleStore, HostCallError, HostServices, HttpClient, InMemoryCapsules, NoNetwork, OverlayIdentity,
 };
 pub use log::{CallLog, LogLevel, LogLine};
-pub use runtime::{PreparedOverlay, Runtime, sha256_hex, wasm_from_binary_or_text};
+pub use runtime::{PreparedOverlay, Runtime, wasm_from_binary_or_text};

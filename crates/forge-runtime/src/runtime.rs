@@ -5,8 +5,7 @@ use crate::call::{self, CallLimits, CallOutcome, CallPlan, CallState};
 use crate::config::RuntimeConfig;
 use crate::host::{self, HostServices, OverlayIdentity, RequestContext};
 use crate::log::{LogLevel, SharedLog, wasi_stream::LogStream};
-use forge_model::{CapabilityName, ErrorCode, ForgeError, OverlayInvocation, OverlayManifest};
-use sha2::{Digest, Sha256};
+use forge_model::{CapabilityName, ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +15,6 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
     PoolingAllocationConfig,
 };
-
-/// Hex SHA-256 of a binary: its identity in the module cache and the object store.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// Runs overlays. One per process: it owns the engine, the instance pool and the epoch ticker.
 /// Cheap to clone; safe to share across threads.

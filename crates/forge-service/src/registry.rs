@@ -94,7 +94,7 @@ impl OverlayService {
         .await
         .map_err(|e| ForgeError::internal(format!("module check failed: {e}")))??;
 
-        let wasm_hash = forge_storage::sha256_hex(&wasm);
+        let wasm_hash = forge_model::sha256_hex(&wasm);
         let wasm_key = Overlay::wasm_key_for(&manifest.name, &manifest.version, &wasm_hash);
         self.inner.blobs.put(&wasm_key, wasm).await?;
 

@@ -23,7 +23,7 @@ pub fn generate_token() -> String {
 
 /// What the database keeps of a token.
 pub fn token_hash(token: &str) -> String {
-    forge_storage::sha256_hex(token.as_bytes())
+    forge_model::sha256_hex(token.as_bytes())
 }
 
 /// Tokens verified recently, by hash, so most requests need no database read.

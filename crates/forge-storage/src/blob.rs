@@ -2,12 +2,12 @@
 
 use bytes::Bytes;
 use forge_model::ForgeError;
+use forge_model::sha256_hex;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,11 +46,6 @@ impl From<BlobError> for ForgeError {
             }
         }
     }
-}
-
-/// Hex SHA-256 of `bytes`, the form records keep.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// How long an S3 request is retried (3 retries with exponential backoff from 100 ms) before

@@ -14,7 +14,7 @@ mod repository;
 mod sql;
 pub mod testing;
 
-pub use blob::{BlobError, BlobStore, sha256_hex};
+pub use blob::{BlobError, BlobStore};
 pub use error::StorageError;
 pub use repository::{MetricsDelta, MetricsOutcome, Repository, Result};
 

@@ -4,7 +4,8 @@
 //! fails, never passes, when the server is absent.
 
 use bytes::Bytes;
-use forge_storage::{BlobError, BlobStore, sha256_hex};
+use forge_model::sha256_hex;
+use forge_storage::{BlobError, BlobStore};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "overlays/echo/1.0.0/abc.wasm";

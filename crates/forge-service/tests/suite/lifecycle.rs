@@ -11,7 +11,7 @@ pub async fn registration_starts_pending_at_sandbox_trust(env: &Env) {
     assert_eq!(overlay.trust_level, TrustLevel::Sandbox);
     assert_eq!(overlay.submitted_by, "ursula");
     assert!(!overlay.requires_approval);
-    assert_eq!(overlay.wasm_hash, forge_storage::sha256_hex(&fixture("echo.wasm")));
+    assert_eq!(overlay.wasm_hash, forge_model::sha256_hex(&fixture("echo.wasm")));
     assert_eq!(
         overlay.wasm_key,
         format!("overlays/echo/{}/{}.wasm", overlay.manifest.version, overlay.wasm_hash)
@@ -63,7 +63,7 @@ pub async fn bad_registrations_leave_nothing_behind(env: &Env) {
         let err = env.register_as(&user(), manifest, wasm.clone()).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::ValidationError, "{name}");
         assert!(err.message.contains(expected), "{name}: {}", err.message);
-        let key = forge_model::Overlay::wasm_key_for(&name, "1.0.0", &forge_storage::sha256_hex(&wasm));
+        let key = forge_model::Overlay::wasm_key_for(&name, "1.0.0", &forge_model::sha256_hex(&wasm));
         assert!(!env.blobs.blobs.exists(&key).await.unwrap(), "{name}: no binary stored");
     }
     let hex = "not hex".to_owned();

@@ -45,6 +45,22 @@ impl OverlayInvocation {
     pub fn effective_timeout_ms(&self, max_execution_ms: u32) -> u32 {
         self.timeout_ms.map_or(max_execution_ms, |t| t.min(max_execution_ms))
     }
+
+    /// The refusal of a call to a function that is not one of `overlay`'s entry points: 422, with
+    /// the ones it has in the message and in `details.available`.
+    pub fn unknown_entry_point<'a>(
+        &self,
+        overlay: &str,
+        available: impl IntoIterator<Item = &'a str>,
+    ) -> ForgeError {
+        let available: Vec<&str> = available.into_iter().collect();
+        ForgeError::validation(format!(
+            "`{}` is not an entry point of {overlay} (available: {})",
+            self.function,
+            available.join(", ")
+        ))
+        .with_detail("available", available)
+    }
 }
 
 /// Why an invocation failed.

@@ -125,7 +125,9 @@ impl Runtime {
         invocation: &OverlayInvocation,
     ) -> Result<CallOutcome, ForgeError> {
         invocation.validate()?;
-        let entry_point = prepared.entry_point(&invocation.function)?;
+        let entry_point = prepared
+            .entry_point(&invocation.function)
+            .ok_or_else(|| invocation.unknown_entry_point("this overlay", prepared.entry_points()))?;
         // Room for typical args up front: growing the buffer would copy them.
         let mut input = Vec::with_capacity(512);
         serde_json::to_writer(&mut input, &invocation.args)
@@ -240,20 +242,8 @@ impl PreparedOverlay {
         self.exports.entry_points.iter().map(|(name, _)| name.as_str())
     }
 
-    fn entry_point(&self, function: &str) -> Result<&ModuleExport, ForgeError> {
-        self.exports
-            .entry_points
-            .iter()
-            .find(|(name, _)| name == function)
-            .map(|(_, export)| export)
-            .ok_or_else(|| {
-                let available: Vec<&str> = self.entry_points().collect();
-                ForgeError::validation(format!(
-                    "`{function}` is not an entry point of this overlay (available: {})",
-                    available.join(", ")
-                ))
-                .with_detail("available", available)
-            })
+    fn entry_point(&self, function: &str) -> Option<&ModuleExport> {
+        self.exports.entry_points.iter().find(|(name, _)| name == function).map(|(_, export)| export)
     }
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<CallState> {

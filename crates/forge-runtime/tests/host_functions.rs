@@ -164,6 +164,18 @@ fn http_to_a_host_outside_the_allow_list_is_denied() {
     assert_eq!(allowed.result.result.unwrap()["error"]["code"], "unavailable", "no client is configured");
 }
 
+#[test]
+fn http_requests_without_a_host_are_answered_not_trapped() {
+    let capabilities =
+        r#"capabilities = [{ name = "network:http", constraints = { hosts = ["api.example.com"] } }]"#;
+    for request in [json!({"url": "/v1/relative"}), json!({"url": "mailto:a@api.example.com"}), json!({})] {
+        let outcome =
+            call_as(HostServices::default(), "http_request", capabilities, TrustLevel::Core, request.clone());
+        let answer = outcome.result.result.unwrap_or_else(|| panic!("{request}: {:?}", outcome.result.error));
+        assert_eq!(answer["error"]["code"], "invalid_request", "{request}");
+    }
+}
+
 /// A backend that is down, or slow.
 struct Broken {
     delay: std::time::Duration,

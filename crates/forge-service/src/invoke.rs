@@ -54,9 +54,9 @@ impl Entry {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn replace(&self, overlay: Overlay) {
+    fn replace(&self, overlay: Arc<Overlay>) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
-            Snapshot { overlay: Arc::new(overlay), read_at: Instant::now() };
+            Snapshot { overlay, read_at: Instant::now() };
     }
 }
 
@@ -97,8 +97,7 @@ impl OverlayService {
         invocation: OverlayInvocation,
     ) -> Result<OverlayResult, ForgeError> {
         require(caller, Operation::Invoke)?;
-        let entry = self.entry(id).await?;
-        let overlay = entry.snapshot().overlay;
+        let (entry, overlay) = self.entry(id).await?;
         if overlay.state != OverlayState::Active {
             return Err(ForgeError::validation(format!(
                 "overlay {}@{} is {}, not active",
@@ -112,15 +111,9 @@ impl OverlayService {
                 caller.trust_level, overlay.trust_level
             )));
         }
-        if !overlay.manifest.entry_points.contains(&invocation.function) {
-            return Err(ForgeError::validation(format!(
-                "`{}` is not an entry point of {}@{} (available: {})",
-                invocation.function,
-                overlay.manifest.name,
-                overlay.manifest.version,
-                overlay.manifest.entry_points.join(", ")
-            ))
-            .with_detail("available", overlay.manifest.entry_points.clone()));
+        let entry_points = &overlay.manifest.entry_points;
+        if !entry_points.contains(&invocation.function) {
+            return Err(invocation.unknown_entry_point(&entry.label, entry_points.iter().map(String::as_str)));
         }
         invocation.validate()?;
         let _admission = self.admit(&entry)?;
@@ -211,28 +204,32 @@ impl OverlayService {
             .cloned()
     }
 
-    /// The cached entry of overlay `id`, re-read when older than `record_refresh`; 404 if none.
-    pub(crate) async fn entry(&self, id: Uuid) -> Result<Arc<Entry>, ForgeError> {
+    /// The cached entry of overlay `id` and its current record, re-read when older than
+    /// `record_refresh`; 404 if none.
+    async fn entry(&self, id: Uuid) -> Result<(Arc<Entry>, Arc<Overlay>), ForgeError> {
         let cached = self.inner.overlays.entries.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        if let Some(entry) = &cached
-            && entry.snapshot().read_at.elapsed() < self.inner.config.record_refresh
-        {
-            return Ok(entry.clone());
+        if let Some(entry) = cached.as_ref() {
+            let snapshot = entry.snapshot();
+            if snapshot.read_at.elapsed() < self.inner.config.record_refresh {
+                return Ok((entry.clone(), snapshot.overlay));
+            }
         }
         let Some(overlay) = self.inner.repo.get_overlay(id).await? else {
             self.forget(id);
             return Err(ForgeError::not_found(format!("overlay {id} not found")));
         };
-        Ok(match cached {
+        let overlay = Arc::new(overlay);
+        let entry = match cached {
             Some(entry) => {
-                entry.replace(overlay);
+                entry.replace(overlay.clone());
                 entry
             }
-            None => self.cache(overlay),
-        })
+            None => self.cache(overlay.clone()),
+        };
+        Ok((entry, overlay))
     }
 
-    fn cache(&self, overlay: Overlay) -> Arc<Entry> {
+    fn cache(&self, overlay: Arc<Overlay>) -> Arc<Entry> {
         let mut entries = self.inner.overlays.entries.write().unwrap_or_else(|p| p.into_inner());
         entries
             .entry(overlay.id)
@@ -244,7 +241,7 @@ impl OverlayService {
                     overlay_name: overlay.manifest.name.as_str().into(),
                     prepared: tokio::sync::OnceCell::new(),
                     in_flight: AtomicUsize::new(0),
-                    snapshot: RwLock::new(Snapshot { overlay: Arc::new(overlay), read_at: Instant::now() }),
+                    snapshot: RwLock::new(Snapshot { overlay, read_at: Instant::now() }),
                 })
             })
             .clone()
@@ -256,7 +253,7 @@ impl OverlayService {
         let entry =
             self.inner.overlays.entries.read().unwrap_or_else(|p| p.into_inner()).get(&overlay.id).cloned();
         if let Some(entry) = entry {
-            entry.replace(overlay.clone());
+            entry.replace(Arc::new(overlay.clone()));
         }
     }
 
@@ -292,7 +289,7 @@ impl OverlayService {
         overlay.state = outcome.state;
         overlay.trust_level = outcome.trust_level;
         overlay.health = outcome.health;
-        entry.replace(overlay);
+        entry.replace(Arc::new(overlay));
     }
 
     async fn newest_active(&self, name: &str) -> Result<Uuid, ForgeError> {
@@ -320,7 +317,7 @@ impl OverlayService {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), (id, Instant::now()));
-        self.cache(newest);
+        self.cache(Arc::new(newest));
         Ok(id)
     }
 }

@@ -81,11 +81,8 @@ impl OverlayService {
 /// Starts the writer task. It holds the service weakly and ends when the service is dropped.
 pub(crate) fn spawn_writer(service: &OverlayService) {
     let recorder: Arc<Recorder> = service.inner.recorder.clone();
+    let window = service.inner.config.metrics_batch_window;
     let service: Weak<crate::Inner> = Arc::downgrade(&service.inner);
-    let window = match service.upgrade() {
-        Some(inner) => inner.config.metrics_batch_window,
-        None => return,
-    };
     tokio::spawn(async move {
         loop {
             recorder.wake.notified().await;

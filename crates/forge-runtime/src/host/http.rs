@@ -63,30 +63,29 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     })
 }
 
+/// A malformed request is the guest's to handle (`invalid_request`); a host outside the manifest's
+/// list ends the call (`capability_denied`).
 pub(crate) fn request(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
     let client = context.services.http.clone();
-    let parsed: Result<HttpRequest, HostCallError> = parse_request(request);
-    if let Ok(request) = &parsed {
-        let host = url::Url::parse(&request.url).ok().and_then(|u| u.host_str().map(str::to_owned));
-        match host {
-            Some(host) if host_allowed(&host, &context.grants.http_hosts) => {}
-            Some(host) => {
-                return Err(Abort::new(
-                    ErrorKind::CapabilityDenied,
-                    format!("http_request to `{host}` is not allowed by the manifest's network:http hosts"),
-                ));
-            }
-            None => {}
-        }
-    }
-    Ok(Box::pin(async move {
-        let request = parsed?;
-        if url::Url::parse(&request.url).ok().and_then(|u| u.host_str().map(str::len)).is_none() {
-            return Err(HostCallError::refused(
+    let checked = parse_request::<HttpRequest>(request).and_then(|request| {
+        match url::Url::parse(&request.url).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+            Some(host) => Ok((request, host)),
+            None => Err(HostCallError::refused(
                 "invalid_request",
                 format!("`{}` is not an absolute URL", request.url),
-            ));
+            )),
         }
+    });
+    if let Ok((_, host)) = &checked
+        && !host_allowed(host, &context.grants.http_hosts)
+    {
+        return Err(Abort::new(
+            ErrorKind::CapabilityDenied,
+            format!("http_request to `{host}` is not allowed by the manifest's network:http hosts"),
+        ));
+    }
+    Ok(Box::pin(async move {
+        let (request, _) = checked?;
         to_answer(client.send(request).await?)
     }))
 }

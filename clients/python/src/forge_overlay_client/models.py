@@ -1,0 +1,338 @@
+"""The API's request and response bodies, one model per schema of `GET /api/v1/openapi.json`.
+
+Written by hand to read well; `tests/test_openapi_drift.py` holds every model to the served
+document (fields, required-ness, nullability, enum values), so they cannot drift from the server.
+
+Response models ignore fields they do not know, so a newer server that adds a field does not
+break an older client. Request models forbid unknown fields, as the server does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Response(BaseModel):
+    """A body the server writes."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _Request(BaseModel):
+    """A body the client writes; the server refuses fields it does not know."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OverlayState(str, Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    QUARANTINED = "quarantined"
+    DEPRECATED = "deprecated"
+
+
+class LifecycleAction(str, Enum):
+    ACTIVATE = "activate"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    QUARANTINE = "quarantine"
+    RELEASE = "release"
+    DEPRECATE = "deprecate"
+
+
+class TrustLevel(str, Enum):
+    """Forge's trust levels; the server also reads their numbers (core 100 ... quarantine 0)."""
+
+    QUARANTINE = "quarantine"
+    SANDBOX = "sandbox"
+    STANDARD = "standard"
+    TRUSTED = "trusted"
+    CORE = "core"
+
+
+class CapabilityName(str, Enum):
+    CAPSULE_READ = "capsule:read"
+    CAPSULE_WRITE = "capsule:write"
+    CAPSULE_DELETE = "capsule:delete"
+    NETWORK_HTTP = "network:http"
+    FILE_READ = "file:read"
+    FILE_WRITE = "file:write"
+    GOVERNANCE_VOTE = "governance:vote"
+    SYSTEM_CONFIG = "system:config"
+
+
+class ErrorKind(str, Enum):
+    """Why an invocation failed; `HOST_ERROR` is the host's fault, never held against the overlay."""
+
+    FUEL_EXHAUSTED = "fuel_exhausted"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    TRAP = "trap"
+    INVALID_OUTPUT = "invalid_output"
+    OVERLAY_ERROR = "overlay_error"
+    CAPABILITY_DENIED = "capability_denied"
+    HOST_ERROR = "host_error"
+
+
+class CapsuleType(str, Enum):
+    KNOWLEDGE = "knowledge"
+    CODE = "code"
+    DECISION = "decision"
+    INSIGHT = "insight"
+    CONFIG = "config"
+    POLICY = "policy"
+
+
+class Role(str, Enum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    USER = "user"
+
+
+class ErrorCode(str, Enum):
+    """The `code` of every refusal's body; each has its exception class in `errors`."""
+
+    VALIDATION_ERROR = "validation_error"
+    AUTHENTICATION_ERROR = "authentication_error"
+    AUTHORIZATION_ERROR = "authorization_error"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+class FieldError(_Response):
+    """One problem with one field, listed in `details.errors` of a validation error."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(_Response):
+    """The body of every refusal (the document's `ForgeError`)."""
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Capability(BaseModel):
+    """A granted capability; a bare name (`"capsule:read"`) is read as `{"name": "capsule:read"}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: CapabilityName
+    constraints: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, (str, CapabilityName)) else value
+
+
+class OverlayManifest(BaseModel):
+    """`overlay.toml` as an object: only `name` and `version` are required (defaults as the server's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    description: str = ""
+    author: str = ""
+    capabilities: list[Capability] = Field(default_factory=list)
+    max_memory_mb: int = 64
+    max_execution_ms: int = 5000
+    max_fuel: int = 1_000_000
+    entry_points: list[str] = Field(default_factory=lambda: ["process"])
+
+
+class OverlayHealth(_Response):
+    """The health counters kept on the overlay's record."""
+
+    invocation_count: int
+    failure_count: int
+    host_failure_count: int
+    avg_execution_ms: float
+    last_invoked_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Overlay(OverlayManifest, _Response):
+    """A registered overlay: its manifest's fields and its record."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID
+    state: OverlayState
+    trust_level: TrustLevel
+    wasm_key: str
+    wasm_hash: str
+    source_hash: str | None = None
+    submitted_by: str
+    requires_approval: bool
+    created_at: datetime
+    updated_at: datetime
+    health: OverlayHealth
+
+
+class HealthReport(_Response):
+    overlay_id: UUID
+    name: str
+    version: str
+    state: OverlayState
+    trust_level: TrustLevel
+    invocation_count: int
+    failure_count: int
+    host_failure_count: int
+    failure_rate: float
+    avg_execution_ms: float
+    p50_execution_ms: float | None = None
+    p95_execution_ms: float | None = None
+    last_invoked_at: datetime | None = None
+    last_error: str | None = None
+
+
+class OverlayInvocation(_Request):
+    function: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int | None = None
+
+
+class OverlayResult(_Response):
+    """An invocation that ran: `success` says whether the overlay succeeded."""
+
+    success: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    execution_time_ms: float
+    fuel_consumed: int
+
+
+class AuditEvent(_Response):
+    id: int
+    overlay_id: UUID
+    actor: str
+    action: str
+    from_state: OverlayState | None = None
+    to_state: OverlayState | None = None
+    reason: str | None = None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class Capsule(_Response):
+    id: UUID
+    content: str
+    type: CapsuleType
+    trust_level: TrustLevel
+    version: int
+    metadata: dict[str, Any]
+    owner: str | None = None
+    created_by_overlay: UUID | None = None
+    created_at: datetime
+
+
+class NewCapsule(_Request):
+    content: str
+    type: CapsuleType
+    trust_level: TrustLevel = TrustLevel.STANDARD
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CapsulePreview(_Response):
+    id: UUID
+    content: str
+    type: CapsuleType
+    trust_level: TrustLevel
+
+
+class CapsuleHit(_Response):
+    capsule: CapsulePreview
+    score: float
+
+
+class User(_Response):
+    id: UUID
+    name: str
+    roles: list[Role]
+    trust_level: TrustLevel
+    created_at: datetime
+
+
+class NewUser(_Request):
+    name: str
+    roles: list[Role]
+    trust_level: TrustLevel = TrustLevel.STANDARD
+
+
+class CreatedUser(_Response):
+    """A new user and its API token, which the server shows this once."""
+
+    user: User
+    token: str
+
+
+class RegisterJson(_Request):
+    """`POST /overlays` as JSON: the manifest as an object or as TOML/JSON text, the module in base64."""
+
+    manifest: OverlayManifest | str
+    wasm_base64: str
+    source_hash: str | None = None
+
+
+class ReasonBody(_Request):
+    reason: str | None = None
+
+
+class TrustLevelBody(_Request):
+    trust_level: TrustLevel
+    reason: str | None = None
+
+
+class RevokeBody(_Request):
+    token: str
+
+
+class Revoked(_Response):
+    revoked: bool
+
+
+class ServerHealth(_Response):
+    status: str
+    version: str
+
+
+class Meta(_Response):
+    """Where a page sits in the whole list."""
+
+    total: int
+    page: int
+    per_page: int
+    pages: int
+
+
+T = TypeVar("T")
+
+
+class Data(_Response, Generic[T]):
+    """A single resource: `{"data": ...}`."""
+
+    data: T
+
+
+class Page(_Response, Generic[T]):
+    """One page of a list: `{"data": [...], "meta": {...}}`."""
+
+    data: list[T]
+    meta: Meta

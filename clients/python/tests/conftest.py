@@ -6,15 +6,18 @@ binary fails the suite: it never passes without a server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
 import subprocess
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -24,6 +27,7 @@ from forge_overlay_client import AsyncClient, Client
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "fixtures" / "wasm"
 ADMIN_TOKEN = "fgo_python-client-suite-admin"
+T = TypeVar("T")
 STARTUP_SECONDS = 60
 
 #: A module whose `spin` entry point loops until its deadline stops it: an invocation that stays
@@ -107,6 +111,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def admin(server: Server) -> Iterator[Client]:
     with server.client() as client:
         yield client
+
+
+def eventually(read: Callable[[], T], done: Callable[[T], bool], seconds: float = 5.0) -> T:
+    """`read()` once `done` holds for it. Health counters are written in batches behind the
+    invocations (every few ms), so a count read right after a call may not include it yet."""
+    deadline = time.monotonic() + seconds
+    while not done(value := read()):
+        assert time.monotonic() < deadline, f"still {value!r} after {seconds} s"
+        time.sleep(0.02)
+    return value
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], seconds: float = 5.0
+) -> T:
+    """`eventually` for the async client."""
+    deadline = time.monotonic() + seconds
+    while not done(value := await read()):
+        assert time.monotonic() < deadline, f"still {value!r} after {seconds} s"
+        await asyncio.sleep(0.02)
+    return value
 
 
 def unique(prefix: str) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from conftest import FIXTURES, Server, echo_manifest, unique
+from conftest import FIXTURES, Server, echo_manifest, eventually_async, unique
 
 from forge_overlay_client import AsyncClient, AuthenticationError, NotFoundError, ValidationError
 from forge_overlay_client.models import CapsuleType, OverlayState, Role
@@ -21,7 +21,8 @@ async def test_register_activate_invoke_and_list(server: Server) -> None:
         assert [r.result for r in results] == [{"echo": {"n": n}} for n in range(10)]
         by_name = await forge.invoke_by_name(name, "process", {"by": "name"}, version="0.1.0")
         assert by_name.result == {"echo": {"by": "name"}}
-        assert (await forge.health(overlay.id)).invocation_count == 11
+        health = await eventually_async(lambda: forge.health(overlay.id), lambda h: h.invocation_count >= 11)
+        assert health.invocation_count == 11
         listed = [o.id async for o in forge.list_overlays(name=name, per_page=1)]
         assert listed == [overlay.id]
         actions = [event.action async for event in forge.events(overlay.id, per_page=1)]

@@ -59,7 +59,8 @@ PREFIX = "/api/v1"
 
 #: An overlay's or capsule's id, as a UUID or its text.
 Id = UUID | str
-#: A manifest: a path to `overlay.toml` (or JSON), its text, a dict or the model.
+#: A manifest: a path to `overlay.toml` (or JSON; a `str` path ends in `.toml` or `.json`), its
+#: text, a dict or the model.
 ManifestSource = os.PathLike[str] | str | Mapping[str, Any] | OverlayManifest
 #: A module: a path to the `.wasm` (or `.wat`) file, or its bytes.
 WasmSource = os.PathLike[str] | str | bytes | bytearray | memoryview
@@ -197,14 +198,22 @@ def _query(**params: Any) -> dict[str, str | int]:
 
 
 def _manifest(source: ManifestSource) -> OverlayManifest | str:
-    """A model or dict checked here; a path read; any other text sent as is (TOML or JSON)."""
+    """A model or dict checked here; a path read; any other text sent as is (TOML or JSON).
+
+    A string is a path when it is one line ending in `.toml` or `.json`: manifest text never is,
+    and a mistyped path then fails here rather than as a TOML error from the server.
+    """
     if isinstance(source, OverlayManifest):
         return source
     if isinstance(source, Mapping):
         return OverlayManifest.model_validate(dict(source))
-    if isinstance(source, os.PathLike) or Path(source).is_file():
+    if isinstance(source, os.PathLike) or _is_manifest_path(source):
         return Path(source).read_text()
     return source
+
+
+def _is_manifest_path(text: str) -> bool:
+    return "\n" not in text and text.strip().endswith((".toml", ".json"))
 
 
 def _wasm(source: WasmSource) -> bytes:

@@ -87,8 +87,8 @@ class Client:
     def register_overlay(
         self, manifest: ManifestSource, wasm: WasmSource, *, source_hash: str | None = None
     ) -> Overlay:
-        """Registers an overlay (pending, at sandbox trust). `manifest`: a path, TOML text, a dict or
-        an `OverlayManifest`; `wasm`: a path or the module's bytes."""
+        """Registers an overlay (pending, at sandbox trust). `manifest`: a path (a `str` one ends in
+        `.toml` or `.json`), TOML text, a dict or an `OverlayManifest`; `wasm`: a path or bytes."""
         return self._send(api.register_overlay(manifest, wasm, source_hash))
 
     def get_overlay(self, overlay_id: Id) -> Overlay:

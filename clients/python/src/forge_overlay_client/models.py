@@ -111,15 +111,8 @@ class ErrorCode(str, Enum):
     INTERNAL_ERROR = "internal_error"
 
 
-class FieldError(_Response):
-    """One problem with one field, listed in `details.errors` of a validation error."""
-
-    field: str
-    message: str
-
-
 class ErrorBody(_Response):
-    """The body of every refusal (the document's `ForgeError`)."""
+    """The body of every refusal; a validation error lists `{field, message}` in `details.errors`."""
 
     code: ErrorCode
     message: str

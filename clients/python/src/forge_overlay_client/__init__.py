@@ -6,14 +6,8 @@ with Client("http://127.0.0.1:8000", token) as forge:
     print(forge.invoke(overlay_id, "process", {"hello": "world"}).result)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("forge-overlay-client")
-except PackageNotFoundError:  # run from a source tree that was not installed
-    __version__ = "0+unknown"
-
 from . import models
+from ._version import __version__
 from .async_client import AsyncClient
 from .client import Client
 from .errors import (

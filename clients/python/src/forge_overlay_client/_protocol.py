@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -20,6 +21,7 @@ import httpx
 import pydantic
 
 from . import errors
+from ._version import __version__
 from .models import (
     AuditEvent,
     CapabilityName,
@@ -139,8 +141,6 @@ def settings(base_url: str | None, token: str | None) -> tuple[str, str | None]:
 
 
 def headers(token: str | None) -> dict[str, str]:
-    from . import __version__
-
     sent = {"User-Agent": f"forge-overlay-client/{__version__}", "Accept": "application/json"}
     if token:
         sent["Authorization"] = f"Bearer {token}"
@@ -191,7 +191,7 @@ def _path(route: Route, **segments: Any) -> str:
 
 def _query(**params: Any) -> dict[str, str | int]:
     """The query string's pairs, those left `None` out and enums as their values."""
-    return {k: v.value if hasattr(v, "value") else v for k, v in params.items() if v is not None}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items() if v is not None}
 
 
 # Reading what the caller gave.

@@ -36,8 +36,10 @@ class Client:
     """A client of one Forge Overlay server, acting with one token.
 
     `base_url` and `token` default to `FORGE_URL` and `FORGE_TOKEN` (and the URL to
-    `http://127.0.0.1:8000`). Connections are pooled; close the client, or use it as a context
-    manager. Refusals raise a `ForgeError` subclass; see `RetryPolicy` for what is retried.
+    `http://127.0.0.1:8000`). Connections are pooled (`limits`); close the client, or use it as a
+    context manager. `timeout` is per request, in seconds or as an `httpx.Timeout`; `transport`
+    replaces httpx's (a proxy, a test double). Refusals raise a `ForgeError` subclass; `retry`
+    says which are sent again.
     """
 
     def __init__(

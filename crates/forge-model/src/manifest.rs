@@ -18,6 +18,15 @@ pub mod limits {
     pub const ENTRY_POINT_DEFAULT: &str = "process";
     /// Longest entry point name; wasm allows more, but no author needs it.
     pub const ENTRY_POINT_MAX_CHARS: usize = 128;
+    /// Most entry points one manifest may list: each costs an export lookup at every preparation.
+    pub const ENTRY_POINTS_MAX: usize = 64;
+    /// Most hosts a `network:http` capability may list.
+    pub const HTTP_HOSTS_MAX: usize = 64;
+    /// Longest host pattern: a DNS name is at most 253 characters.
+    pub const HTTP_HOST_MAX_CHARS: usize = 253;
+    /// Most violations one answer lists; a hostile manifest could otherwise make the error larger
+    /// than itself.
+    pub const ERRORS_MAX: usize = 32;
 }
 
 /// Exports that the ABI itself defines; they cannot be entry points.
@@ -121,7 +130,7 @@ impl OverlayManifest {
         let max_fuel = take("max_fuel");
         let entry_points = take("entry_points");
         for unknown in fields.keys() {
-            errors.push(FieldError::new(unknown, "is not a manifest field"));
+            errors.push(FieldError::new(abbreviated(unknown), "is not a manifest field"));
         }
 
         let manifest = OverlayManifest {
@@ -152,7 +161,15 @@ impl OverlayManifest {
             max_fuel: bounded(max_fuel, "max_fuel", limits::FUEL_DEFAULT, 1..=u64::MAX, &mut errors),
             entry_points: check_entry_points(entry_points, &mut errors),
         };
-        if errors.is_empty() { Ok(manifest) } else { Err(ForgeError::invalid_fields("manifest", errors)) }
+        if errors.is_empty() {
+            return Ok(manifest);
+        }
+        if errors.len() > limits::ERRORS_MAX {
+            let more = errors.len() - limits::ERRORS_MAX;
+            errors.truncate(limits::ERRORS_MAX);
+            errors.push(FieldError::new("manifest", format!("has {more} more errors not listed")));
+        }
+        Err(ForgeError::invalid_fields("manifest", errors))
     }
 
     /// The manifest as `overlay.toml` text.
@@ -279,6 +296,17 @@ fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
             return Vec::new();
         }
     };
+    if items.len() > CapabilityName::ALL.len() {
+        errors.push(FieldError::new(
+            "capabilities",
+            format!(
+                "lists {} entries; there are only {} capabilities",
+                items.len(),
+                CapabilityName::ALL.len()
+            ),
+        ));
+        return Vec::new();
+    }
     let mut capabilities: Vec<Capability> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("capabilities[{i}]");
@@ -289,6 +317,7 @@ fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
                 let name = entry.remove("name");
                 let constraints = entry.remove("constraints");
                 for unknown in entry.keys() {
+                    let unknown = abbreviated(unknown);
                     errors.push(FieldError::new(format!("{field}.{unknown}"), "is not a capability field"));
                 }
                 let constraints = match constraints {
@@ -320,11 +349,87 @@ fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
             Ok(name) if capabilities.iter().any(|c| c.name == name) => {
                 errors.push(FieldError::new(field, format!("`{name}` is listed twice")));
             }
-            Ok(name) => capabilities.push(Capability { name, constraints }),
+            Ok(name) => {
+                if let Some(constraints) = &constraints {
+                    check_constraints(name, constraints, &field, errors);
+                }
+                capabilities.push(Capability { name, constraints })
+            }
             Err(message) => errors.push(FieldError::new(field, message)),
         }
     }
     capabilities
+}
+
+/// Constraints are checked as strictly as the capability itself: a misspelt key or a malformed host
+/// would otherwise narrow the grant to nothing without telling the author.
+fn check_constraints(
+    name: CapabilityName,
+    constraints: &Map<String, Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let accepted: &[&str] = match name {
+        CapabilityName::NetworkHttp => &["hosts"],
+        _ => &[],
+    };
+    for key in constraints.keys().filter(|key| !accepted.contains(&key.as_str())) {
+        let key = abbreviated(key);
+        let message = match accepted {
+            [] => format!("`{name}` takes no constraints"),
+            keys => format!("is not a `{name}` constraint (known: {})", keys.join(", ")),
+        };
+        errors.push(FieldError::new(format!("{field}.constraints.{key}"), message));
+    }
+    if let Some(hosts) = constraints.get("hosts") {
+        check_http_hosts(hosts, &format!("{field}.constraints.hosts"), errors);
+    }
+}
+
+fn check_http_hosts(hosts: &Value, field: &str, errors: &mut Vec<FieldError>) {
+    let Value::Array(hosts) = hosts else {
+        errors.push(FieldError::new(field, "must be a list of host names"));
+        return;
+    };
+    if hosts.len() > limits::HTTP_HOSTS_MAX {
+        errors.push(FieldError::new(field, format!("must list at most {} hosts", limits::HTTP_HOSTS_MAX)));
+        return;
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        match host {
+            Value::String(host) if is_valid_host_pattern(host) => {}
+            _ => errors.push(FieldError::new(
+                format!("{field}[{i}]"),
+                format!(
+                    "must be a host name (`api.example.com`) or a subdomain wildcard (`*.example.com`), \
+                     at most {} characters, got {}",
+                    limits::HTTP_HOST_MAX_CHARS,
+                    abbreviated(&host.to_string())
+                ),
+            )),
+        }
+    }
+}
+
+/// `api.example.com` or `*.example.com`: dot-separated labels of letters, digits and inner hyphens.
+pub fn is_valid_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    pattern.len() <= limits::HTTP_HOST_MAX_CHARS
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Input quoted in an error message, cut short so the message stays small.
+fn abbreviated(text: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 /// Whether `name` can be an entry point: an identifier-like export name not reserved by the ABI.
@@ -349,19 +454,31 @@ fn check_entry_points(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
     if items.is_empty() {
         errors.push(FieldError::new("entry_points", "must not be empty"));
     }
+    if items.len() > limits::ENTRY_POINTS_MAX {
+        errors.push(FieldError::new(
+            "entry_points",
+            format!("must list at most {} entry points", limits::ENTRY_POINTS_MAX),
+        ));
+        return Vec::new();
+    }
     let mut entry_points: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("entry_points[{i}]");
         match item {
-            Value::String(name) if entry_points.contains(&name) => {
+            Value::String(name) if seen.contains(&name) => {
                 errors.push(FieldError::new(field, format!("`{name}` is listed twice")));
             }
-            Value::String(name) if is_valid_entry_point(&name) => entry_points.push(name),
+            Value::String(name) if is_valid_entry_point(&name) => {
+                seen.insert(name.clone());
+                entry_points.push(name)
+            }
             Value::String(name) => errors.push(FieldError::new(
                 field,
                 format!(
-                    "`{name}` is not a valid entry point: use [A-Za-z_][A-Za-z0-9_]* (at most {} characters), \
+                    "{} is not a valid entry point: use [A-Za-z_][A-Za-z0-9_]* (at most {} characters), \
                      not one of {}",
+                    abbreviated(&format!("`{name}`")),
                     limits::ENTRY_POINT_MAX_CHARS,
                     RESERVED_EXPORTS.join(", ")
                 ),
@@ -489,6 +606,65 @@ mod tests {
         for bad in ["1.2", "1.2.3-beta", "v1.2.3", "1..3", "1.2.3.4", "a.b.c"] {
             assert!(!is_plain_semver(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn list_lengths_are_bounded_before_each_item_is_checked() {
+        let many: Vec<String> = (0..10_000).map(|i| format!("f{i}")).collect();
+        let err = OverlayManifest::from_value(json!({"name": "a", "version": "1.0.0", "entry_points": many}))
+            .unwrap_err();
+        assert_eq!(fields_of(err), ["entry_points"]);
+        let err = OverlayManifest::from_value(
+            json!({"name": "a", "version": "1.0.0", "capabilities": vec!["capsule:read"; 9]}),
+        )
+        .unwrap_err();
+        assert_eq!(fields_of(err), ["capabilities"]);
+    }
+
+    #[test]
+    fn the_error_list_is_capped_and_quotes_input_briefly() {
+        let mut fields = Map::new();
+        fields.insert("name".into(), "a".into());
+        fields.insert("version".into(), "1.0.0".into());
+        for i in 0..1000 {
+            fields.insert(format!("{}{i}", "k".repeat(10_000)), Value::Null);
+        }
+        let err = OverlayManifest::from_value(Value::Object(fields)).unwrap_err();
+        let fields = fields_of(err.clone());
+        assert_eq!(fields.len(), limits::ERRORS_MAX + 1);
+        assert_eq!(fields.last().unwrap(), "manifest");
+        assert!(serde_json::to_string(&err).unwrap().len() < 10_000, "the answer quotes whole keys");
+    }
+
+    #[test]
+    fn http_host_constraints_are_checked_not_dropped() {
+        let manifest = |constraints: Value| {
+            OverlayManifest::from_value(json!({
+                "name": "a", "version": "1.0.0",
+                "capabilities": [{"name": "network:http", "constraints": constraints}]
+            }))
+        };
+        assert!(manifest(json!({"hosts": ["api.example.com", "*.example.org", "localhost"]})).is_ok());
+        let field = "capabilities[0].constraints.hosts";
+        for bad in [json!("api.example.com"), json!({"a": 1})] {
+            assert_eq!(fields_of(manifest(json!({"hosts": bad})).unwrap_err()), [field]);
+        }
+        for bad in ["https://api.example.com", "api.example.com:443", "", "bad host", "-a.com", "a..b", "*"] {
+            let err = manifest(json!({"hosts": [bad]})).unwrap_err();
+            assert_eq!(fields_of(err), [format!("{field}[0]")], "{bad:?}");
+        }
+        assert_eq!(fields_of(manifest(json!({"hosts": [7]})).unwrap_err()), [format!("{field}[0]")]);
+        let too_many: Vec<String> =
+            (0..=limits::HTTP_HOSTS_MAX).map(|i| format!("h{i}.example.com")).collect();
+        assert_eq!(fields_of(manifest(json!({"hosts": too_many})).unwrap_err()), [field]);
+        let err = manifest(json!({"host": ["api.example.com"]})).unwrap_err();
+        assert_eq!(fields_of(err), ["capabilities[0].constraints.host"]);
+        let err = OverlayManifest::from_value(json!({
+            "name": "a", "version": "1.0.0",
+            "capabilities": [{"name": "capsule:read", "constraints": {"hosts": []}}]
+        }))
+        .unwrap_err();
+        assert_eq!(fields_of(err), ["capabilities[0].constraints.hosts"]);
     }
 
     #[test]

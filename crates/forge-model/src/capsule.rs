@@ -104,8 +104,27 @@ fn default_capsule_trust() -> TrustLevel {
 
 impl NewCapsule {
     pub const MAX_CONTENT_BYTES: usize = 1 << 20;
+    /// Metadata is for labels and provenance, not a second content field: 64 KiB as JSON.
+    pub const MAX_METADATA_BYTES: usize = 64 << 10;
+    /// Metadata keys the service writes itself to say which overlay made a capsule; a caller setting
+    /// them could pass its own capsule off as an overlay's.
+    pub const PROVENANCE_KEYS: [&str; 2] = ["created_by_overlay", "overlay_name"];
+
+    /// Checks a capsule submitted through the API: [`NewCapsule::validate`], and no provenance keys.
+    pub fn validate_submitted(&self) -> Result<(), ForgeError> {
+        let mut errors = self.violations();
+        for key in Self::PROVENANCE_KEYS.into_iter().filter(|key| self.metadata.contains_key(*key)) {
+            errors.push(FieldError::new(format!("metadata.{key}"), "is set by the service, not by callers"));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("capsule", errors)) }
+    }
 
     pub fn validate(&self) -> Result<(), ForgeError> {
+        let errors = self.violations();
+        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("capsule", errors)) }
+    }
+
+    fn violations(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.content.trim().is_empty() {
             errors.push(FieldError::new("content", "must not be empty"));
@@ -116,7 +135,14 @@ impl NewCapsule {
                 format!("must be at most {} bytes", Self::MAX_CONTENT_BYTES),
             ));
         }
-        if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("capsule", errors)) }
+        let metadata_bytes = serde_json::to_vec(&self.metadata).map_or(usize::MAX, |json| json.len());
+        if metadata_bytes > Self::MAX_METADATA_BYTES {
+            errors.push(FieldError::new(
+                "metadata",
+                format!("must be at most {} bytes as JSON", Self::MAX_METADATA_BYTES),
+            ));
+        }
+        errors
     }
 }
 
@@ -169,6 +195,26 @@ mod tests {
         assert!(serde_json::from_value::<NewCapsule>(json!({"content": "hi", "type": "rumour"})).is_err());
         let empty = NewCapsule { content: " ".into(), ..c };
         assert!(empty.validate().is_err());
+    }
+
+    #[test]
+    fn metadata_is_capped_and_provenance_is_the_service_s() {
+        let capsule = |metadata: Value| {
+            serde_json::from_value::<NewCapsule>(
+                json!({"content": "hi", "type": "insight", "metadata": metadata}),
+            )
+            .unwrap()
+        };
+        let fields = |err: ForgeError| err.details["errors"][0]["field"].as_str().unwrap().to_owned();
+        let at_cap = capsule(json!({"k": "x".repeat(NewCapsule::MAX_METADATA_BYTES - 8)}));
+        assert!(at_cap.validate_submitted().is_ok());
+        let over = capsule(json!({"k": "x".repeat(NewCapsule::MAX_METADATA_BYTES - 7)}));
+        assert_eq!(fields(over.validate().unwrap_err()), "metadata");
+        for key in NewCapsule::PROVENANCE_KEYS {
+            let forged = capsule(json!({ key: "someone" }));
+            assert!(forged.validate().is_ok(), "the service itself may write {key}");
+            assert_eq!(fields(forged.validate_submitted().unwrap_err()), format!("metadata.{key}"));
+        }
     }
 
     #[test]

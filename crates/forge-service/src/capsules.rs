@@ -53,7 +53,7 @@ impl OverlayService {
         mut capsule: NewCapsule,
     ) -> Result<Capsule, ForgeError> {
         require(actor, Operation::WriteCapsule)?;
-        capsule.validate()?;
+        capsule.validate_submitted()?;
         if !actor.trust_level.can_access(capsule.trust_level) {
             return Err(ForgeError::authorization(format!(
                 "trust level {} cannot create a capsule of trust level {}",

@@ -28,6 +28,10 @@ pub async fn capsules_are_filtered_by_trust(env: &Env) {
         svc.create_capsule(&user(), capsule("  ", TrustLevel::Sandbox)).await.unwrap_err().code,
         ErrorCode::ValidationError
     );
+    let mut forged = capsule("made by an overlay, honest", TrustLevel::Sandbox);
+    forged.metadata.insert("created_by_overlay".into(), uuid::Uuid::now_v7().to_string().into());
+    let err = svc.create_capsule(&user(), forged).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ValidationError, "provenance is the service's to write");
 
     assert_eq!(svc.get_capsule(&user(), open.id).await.unwrap().content, "adopt wasm overlays");
     let hidden = svc.get_capsule(&user(), secret.id).await.unwrap_err();

@@ -14,11 +14,12 @@ const REJECTED: u8 = 2;
 
 #[derive(Args)]
 pub struct ModuleArgs {
-    /// The module: a `.wasm` binary or `.wat` text.
+    /// The module: a `.wasm` binary or `.wat` text. Default: the one the manifest's `[build].wasm`
+    /// names.
     #[arg(long)]
-    wasm: PathBuf,
-    /// The manifest (`overlay.toml`, or JSON). Without one, defaults apply with
-    /// `entry_points = [FUNCTION]` and no capabilities.
+    wasm: Option<PathBuf>,
+    /// The manifest (`overlay.toml`, or JSON). Default: `./overlay.toml` when --wasm is not given
+    /// either; with --wasm alone, defaults apply with `entry_points = [FUNCTION]`, no capabilities.
     #[arg(long)]
     manifest: Option<PathBuf>,
 }
@@ -27,9 +28,9 @@ pub struct ModuleArgs {
 pub struct RunArgs {
     #[command(flatten)]
     module: ModuleArgs,
-    /// The entry point to call.
+    /// The entry point to call. Default: the manifest's first.
     #[arg(long)]
-    function: String,
+    function: Option<String>,
     /// The invocation's args, a JSON object.
     #[arg(long, default_value = "{}")]
     args: String,
@@ -42,9 +43,11 @@ pub struct RunArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     module: ModuleArgs,
+    /// The entry point to call. Default: the manifest's first.
     #[arg(long)]
-    function: String,
-    #[arg(long)]
+    function: Option<String>,
+    /// The invocation's args, a JSON object.
+    #[arg(long, default_value = "{}")]
     args: String,
     /// Calls in total.
     #[arg(long, default_value_t = 20_000)]
@@ -54,30 +57,33 @@ pub struct BenchArgs {
     concurrency: u64,
 }
 
-#[derive(Args)]
-pub struct ValidateArgs {
-    #[arg(long)]
-    wasm: PathBuf,
-    #[arg(long)]
-    manifest: PathBuf,
+/// A checked module, ready to call.
+struct Loaded {
+    runtime: Runtime,
+    prepared: PreparedOverlay,
+    identity: OverlayIdentity,
+    /// The entry point to call: the one asked for, or the manifest's first.
+    function: String,
 }
 
 /// Reads and checks the module, or says why not (exit 2).
-fn load(
-    module: &ModuleArgs,
-    function: &str,
-) -> Result<(Runtime, PreparedOverlay, OverlayIdentity), ForgeError> {
-    let manifest = match &module.manifest {
-        Some(path) => OverlayManifest::parse(&read_text(path)?)?,
-        None => OverlayManifest::with_defaults(&default_name(&module.wasm), function)?,
+fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeError> {
+    let (manifest, wasm_path) = match (&module.wasm, &module.manifest) {
+        (Some(wasm), Some(path)) => (OverlayManifest::parse(&read_text(path)?)?, wasm.clone()),
+        (Some(wasm), None) => {
+            let function = function.unwrap_or(forge_model::manifest::limits::ENTRY_POINT_DEFAULT);
+            (OverlayManifest::with_defaults(&default_name(wasm), function)?, wasm.clone())
+        }
+        (None, path) => crate::project::built_module(path.as_deref())?,
     };
-    let wasm = read(&module.wasm)?;
+    let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
+    let wasm = read(&wasm_path)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =
         OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };
-    Ok((runtime, prepared, identity))
+    Ok(Loaded { runtime, prepared, identity, function })
 }
 
 /// A manifest name from a file name: `My_Overlay.wasm` -> `my-overlay`.
@@ -114,17 +120,17 @@ fn rejected(error: &ForgeError) -> ExitCode {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let invocation = match parse_args(&args.args) {
-        Ok(parsed) => OverlayInvocation {
-            timeout_ms: args.timeout_ms,
-            ..OverlayInvocation::new(&args.function, parsed)
-        },
+    let parsed = match parse_args(&args.args) {
+        Ok(parsed) => parsed,
         Err(e) => return rejected(&e),
     };
-    let (runtime, prepared, identity) = match load(&args.module, &args.function) {
+    let Loaded { runtime, prepared, identity, function } = match load(&args.module, args.function.as_deref())
+    {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
+    let invocation =
+        OverlayInvocation { timeout_ms: args.timeout_ms, ..OverlayInvocation::new(&function, parsed) };
     let outcome = match executor(1).block_on(runtime.invoke(&prepared, &identity, &invocation)) {
         Ok(outcome) => outcome,
         Err(e) => return rejected(&e),
@@ -143,10 +149,9 @@ pub fn run(args: RunArgs) -> ExitCode {
     if outcome.result.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-pub fn validate(args: ValidateArgs) -> ExitCode {
-    let module = ModuleArgs { wasm: args.wasm, manifest: Some(args.manifest) };
-    match load(&module, "process") {
-        Ok((_, prepared, _)) => {
+pub fn validate(module: ModuleArgs) -> ExitCode {
+    match load(&module, None) {
+        Ok(Loaded { prepared, .. }) => {
             let info = prepared.info();
             let report = serde_json::json!({
                 "valid": true,
@@ -175,14 +180,16 @@ fn executor(threads: usize) -> tokio::runtime::Runtime {
 }
 
 pub fn bench(args: BenchArgs) -> ExitCode {
-    let invocation = match parse_args(&args.args) {
-        Ok(parsed) => OverlayInvocation::new(&args.function, parsed),
+    let parsed = match parse_args(&args.args) {
+        Ok(parsed) => parsed,
         Err(e) => return rejected(&e),
     };
-    let (runtime, prepared, identity) = match load(&args.module, &args.function) {
+    let Loaded { runtime, prepared, identity, function } = match load(&args.module, args.function.as_deref())
+    {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
+    let invocation = OverlayInvocation::new(&function, parsed);
     let threads = args.concurrency.max(1) as usize;
     let executor = executor(threads);
     match executor.block_on(runtime.invoke(&prepared, &identity, &invocation)) {

@@ -1,6 +1,7 @@
 //! `forge-overlay`: the one binary of the Forge overlay runtime.
 //!
-//! - local, no server: `run`, `bench`, `validate`;
+//! - authoring: `new` writes a project, `build` runs its manifest's build command;
+//! - local, no server: `run`, `bench`, `validate` (in a project, of its manifest and module);
 //! - the server: `serve`, and `token create` to mint a token offline;
 //! - a client of a running server: `overlay ...`, `capsule ...`, `user create`;
 //! - `demo`: a newcomer's first five minutes against the embedded default.
@@ -8,6 +9,7 @@
 mod client;
 mod demo;
 mod local;
+mod project;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,12 +28,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a new overlay project in ./NAME that builds, validates and runs as it is.
+    New(project::NewArgs),
+    /// Run the `[build]` command of ./overlay.toml (or --manifest) and check its module exists.
+    Build(project::BuildArgs),
     /// Validate a module and run one invocation locally; prints the OverlayResult as one JSON line.
     Run(local::RunArgs),
     /// Invoke one entry point many times, a fresh instance per call; prints throughput and latency.
     Bench(local::BenchArgs),
-    /// Run the registration checks alone.
-    Validate(local::ValidateArgs),
+    /// Run the registration checks alone (by default on ./overlay.toml and its [build] module).
+    Validate(local::ModuleArgs),
     /// Run the HTTP service.
     Serve(serve::ServeArgs),
     /// Manage API tokens offline, against the service's database.
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
             .init();
     }
     match cli.command {
+        Command::New(args) => project::new(args),
+        Command::Build(args) => project::build(args),
         Command::Run(args) => local::run(args),
         Command::Bench(args) => local::bench(args),
         Command::Validate(args) => local::validate(args),

@@ -20,7 +20,7 @@ pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
 pub use error::{ErrorCode, FieldError, ForgeError};
 pub use invocation::{ErrorKind, OverlayInvocation, OverlayResult};
-pub use manifest::OverlayManifest;
+pub use manifest::{BuildSpec, OverlayManifest};
 pub use overlay::{
     HealthReport, LatencyHistogram, Overlay, OverlayFilter, OverlayHealth, Page, PageRequest,
     QuarantinePolicy,

@@ -24,6 +24,10 @@ pub mod limits {
     pub const HTTP_HOSTS_MAX: usize = 64;
     /// Longest host pattern: a DNS name is at most 253 characters.
     pub const HTTP_HOST_MAX_CHARS: usize = 253;
+    /// Longest `[build].command`.
+    pub const BUILD_COMMAND_MAX_CHARS: usize = 1000;
+    /// Longest `[build].wasm` path.
+    pub const BUILD_WASM_MAX_CHARS: usize = 255;
     /// Most violations one answer lists; a hostile manifest could otherwise make the error larger
     /// than itself.
     pub const ERRORS_MAX: usize = 32;
@@ -88,6 +92,22 @@ pub struct OverlayManifest {
         schema(required = false, default = json!([limits::ENTRY_POINT_DEFAULT]))
     )]
     pub entry_points: Vec<String>,
+    /// How to build the module from source, for `forge-overlay build`; the service keeps it but
+    /// never reads it.
+    #[cfg_attr(feature = "openapi", schema(required = false))]
+    pub build: Option<BuildSpec>,
+}
+
+/// The `[build]` table: how the author's tools turn the source next to `overlay.toml` into the
+/// module, as in Spin's manifests. Local tooling only: registration neither needs nor runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuildSpec {
+    /// Run by `sh -c` in the manifest's directory; 1-1000 characters.
+    pub command: String,
+    /// The module the command produces, relative to the manifest's directory and inside it;
+    /// 1-255 characters.
+    pub wasm: String,
 }
 
 impl OverlayManifest {
@@ -129,6 +149,7 @@ impl OverlayManifest {
         let max_execution_ms = take("max_execution_ms");
         let max_fuel = take("max_fuel");
         let entry_points = take("entry_points");
+        let build = take("build");
         for unknown in fields.keys() {
             errors.push(FieldError::new(abbreviated(unknown), "is not a manifest field"));
         }
@@ -160,6 +181,7 @@ impl OverlayManifest {
             ),
             max_fuel: bounded(max_fuel, "max_fuel", limits::FUEL_DEFAULT, 1..=u64::MAX, &mut errors),
             entry_points: check_entry_points(entry_points, &mut errors),
+            build: check_build(build, &mut errors),
         };
         if errors.is_empty() {
             return Ok(manifest);
@@ -423,6 +445,63 @@ pub fn is_valid_host_pattern(pattern: &str) -> bool {
         })
 }
 
+fn check_build(value: Option<Value>, errors: &mut Vec<FieldError>) -> Option<BuildSpec> {
+    let mut table = match value {
+        None | Some(Value::Null) => return None,
+        Some(Value::Object(table)) => table,
+        Some(_) => {
+            errors.push(FieldError::new("build", "must be a table with `command` and `wasm`"));
+            return None;
+        }
+    };
+    let command = table.remove("command");
+    let wasm = table.remove("wasm");
+    for unknown in table.keys() {
+        errors.push(FieldError::new(
+            format!("build.{}", abbreviated(unknown)),
+            "is not a build field (known: command, wasm)",
+        ));
+    }
+    let before = errors.len();
+    let command = required_text(command, "build.command", limits::BUILD_COMMAND_MAX_CHARS, errors);
+    let wasm = required_text(wasm, "build.wasm", limits::BUILD_WASM_MAX_CHARS, errors);
+    if let Some(path) = &wasm
+        && !is_relative_inside(path)
+    {
+        errors.push(FieldError::new(
+            "build.wasm",
+            "must be a relative path inside the manifest's directory (no leading `/`, no `..`)",
+        ));
+    }
+    match (command, wasm) {
+        (Some(command), Some(wasm)) if errors.len() == before => Some(BuildSpec { command, wasm }),
+        _ => None,
+    }
+}
+
+/// A required string of 1..=`max_chars` characters.
+fn required_text(
+    value: Option<Value>,
+    field: &str,
+    max_chars: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let text = required_string(value, field, errors)?;
+    if (1..=max_chars).contains(&text.chars().count()) {
+        Some(text)
+    } else {
+        errors.push(FieldError::new(field, format!("must be 1-{max_chars} characters")));
+        None
+    }
+}
+
+/// Whether `path` names a file below the directory it is read from: manifests carry no host paths.
+fn is_relative_inside(path: &str) -> bool {
+    std::path::Path::new(path)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+}
+
 /// Input quoted in an error message, cut short so the message stays small.
 fn abbreviated(text: &str) -> String {
     const MAX_CHARS: usize = 80;
@@ -665,6 +744,55 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(fields_of(err), ["capabilities[0].constraints.hosts"]);
+    }
+
+    #[test]
+    fn the_build_table_is_optional_and_round_trips() {
+        let m = OverlayManifest::parse(
+            r#"
+            name = "hello"
+            version = "0.1.0"
+            [build]
+            command = "cargo build --release --target wasm32-unknown-unknown"
+            wasm = "out/hello.wasm"
+            "#,
+        )
+        .unwrap();
+        let build = m.build.as_ref().unwrap();
+        assert_eq!(
+            (build.command.as_str(), build.wasm.as_str()),
+            ("cargo build --release --target wasm32-unknown-unknown", "out/hello.wasm")
+        );
+        assert_eq!(OverlayManifest::parse(&m.to_toml()).unwrap(), m);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(OverlayManifest::from_value(json).unwrap(), m);
+        let without = OverlayManifest::parse("name = \"a\"\nversion = \"1.0.0\"").unwrap();
+        assert_eq!(without.build, None);
+        assert!(!without.to_toml().contains("build"), "no empty table is written");
+        assert_eq!(OverlayManifest::from_value(serde_json::to_value(&without).unwrap()).unwrap(), without);
+    }
+
+    #[test]
+    fn the_build_table_is_checked_like_every_field() {
+        let manifest = |build: Value| {
+            OverlayManifest::from_value(json!({"name": "a", "version": "1.0.0", "build": build}))
+        };
+        assert!(manifest(json!({"command": "make", "wasm": "./a.wasm"})).is_ok());
+        assert_eq!(fields_of(manifest(json!("make")).unwrap_err()), ["build"]);
+        let err = manifest(json!({"command": "make", "wasm": "a.wasm", "comand": "x"})).unwrap_err();
+        assert_eq!(fields_of(err), ["build.comand"]);
+        assert_eq!(fields_of(manifest(json!({})).unwrap_err()), ["build.command", "build.wasm"]);
+        for outside in ["/tmp/a.wasm", "../a.wasm", "out/../../a.wasm"] {
+            let err = manifest(json!({"command": "make", "wasm": outside})).unwrap_err();
+            assert_eq!(fields_of(err), ["build.wasm"], "{outside}");
+        }
+        let long = json!({
+            "command": "x".repeat(limits::BUILD_COMMAND_MAX_CHARS + 1),
+            "wasm": "a".repeat(limits::BUILD_WASM_MAX_CHARS + 1),
+        });
+        assert_eq!(fields_of(manifest(long).unwrap_err()), ["build.command", "build.wasm"]);
+        let empty = json!({"command": "", "wasm": 7});
+        assert_eq!(fields_of(manifest(empty).unwrap_err()), ["build.command", "build.wasm"]);
     }
 
     #[test]

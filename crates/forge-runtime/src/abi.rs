@@ -12,6 +12,10 @@ pub const ALLOC_EXPORT: &str = "forge_alloc";
 pub const MEMORY_EXPORT: &str = "memory";
 /// Called once on each fresh instance, if exported (WASI reactors have one).
 pub const INITIALIZE_EXPORT: &str = "_initialize";
+/// A WASI command's `main`: its presence means the module was built as a command, not a reactor.
+pub const START_EXPORT: &str = "_start";
+/// Most export names one refusal lists.
+const LISTED_EXPORTS_MAX: usize = 16;
 
 /// A function the host offers in module `forge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +107,24 @@ pub struct ModuleInfo {
     pub initial_memory_bytes: u64,
 }
 
+/// The module's exported function names other than the ABI's own, at most [`LISTED_EXPORTS_MAX`].
+fn exported_functions(module: &Module) -> String {
+    let mut names = module
+        .exports()
+        .filter(|e| matches!(e.ty(), ExternType::Func(_)))
+        .map(|e| e.name())
+        .filter(|name| !forge_model::manifest::RESERVED_EXPORTS.contains(name));
+    // Names are the module's own text, so each is quoted briefly.
+    let quoted = |name: &str| format!("`{}`", name.chars().take(64).collect::<String>());
+    let listed: Vec<String> = names.by_ref().take(LISTED_EXPORTS_MAX).map(quoted).collect();
+    let more = names.count();
+    match (listed.is_empty(), more) {
+        (true, _) => "none besides the ABI's own".to_owned(),
+        (false, 0) => listed.join(", "),
+        (false, more) => format!("{} and {more} more", listed.join(", ")),
+    }
+}
+
 /// The registration checks of docs/abi.md, every violation reported at once.
 pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<ModuleInfo, ForgeError> {
     let mut errors = Vec::new();
@@ -128,7 +150,8 @@ pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<Modul
                         errors.push(FieldError::new(
                             field,
                             format!(
-                                "`{}` needs capability `{capability}`, which the manifest does not request",
+                                "`{}` needs capability `{capability}`, which the manifest does not \
+                                 request: add \"{capability}\" to `capabilities` in overlay.toml",
                                 function.name()
                             ),
                         ));
@@ -166,8 +189,12 @@ pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<Modul
                 ));
             }
         }
-        _ => errors
-            .push(FieldError::new("wasm.exports.memory", "the module must export its memory as `memory`")),
+        _ => errors.push(FieldError::new(
+            "wasm.exports.memory",
+            "the module must export its memory as `memory`: builds with the Forge SDKs do (Rust \
+             cdylib with forge-sdk, clang with sdks/c, asc with sdks/assemblyscript); do not link \
+             with --import-memory",
+        )),
     }
     let export_func = |name: &str| match module.get_export(name) {
         Some(ExternType::Func(ty)) => Some(ty),
@@ -175,8 +202,26 @@ pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<Modul
     };
     match export_func(ALLOC_EXPORT) {
         Some(ty) if signature_is(&ty, &[is_i32], &[is_i32]) => {}
-        _ => errors.push(FieldError::new("wasm.exports.forge_alloc", "must be exported as (i32) -> i32")),
+        Some(_) => {
+            errors.push(FieldError::new("wasm.exports.forge_alloc", "must be exported as (i32) -> i32"))
+        }
+        None => errors.push(FieldError::new(
+            "wasm.exports.forge_alloc",
+            "is not exported; each Forge SDK provides it: Rust, depend on forge-sdk and use \
+             `forge_sdk::entry_point!`; C, compile and link sdks/c/forge.c; AssemblyScript, \
+             `export { forge_alloc }` from the SDK (without an SDK, export `forge_alloc(size: i32) -> i32`)",
+        )),
     }
+    if module.get_export(START_EXPORT).is_some() {
+        errors.push(FieldError::new(
+            "wasm.exports._start",
+            "the module is built as a command (it exports `_start`), but overlays are called many \
+             times: build it as a reactor: -mexec-model=reactor for C/clang, crate-type = \
+             [\"cdylib\"] (a library, not a binary) for Rust, --exportStart _initialize for \
+             AssemblyScript",
+        ));
+    }
+    let mut exported = None;
     for entry_point in &manifest.entry_points {
         match export_func(entry_point) {
             Some(ty) if signature_is(&ty, &[is_i32, is_i32], &[is_i64]) => {}
@@ -186,7 +231,13 @@ pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<Modul
             )),
             None => errors.push(FieldError::new(
                 format!("wasm.exports.{entry_point}"),
-                "entry point listed in the manifest is not exported by the module",
+                format!(
+                    "entry point listed in the manifest is not exported by the module (it exports \
+                     functions: {}); export it (Rust: `forge_sdk::entry_point!({entry_point})`; C: \
+                     `FORGE_ENTRY_POINT({entry_point}, handler)`; AssemblyScript: `export function \
+                     {entry_point}(ptr: usize, len: usize): u64`) or remove it from `entry_points`",
+                    exported.get_or_insert_with(|| exported_functions(module))
+                ),
             )),
         }
     }

@@ -258,7 +258,11 @@ fn read_result(
     let text = std::str::from_utf8(bytes).map_err(|e| invalid(format!("result is not UTF-8: {e}")))?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(object)) => Ok(Some(object)),
-        Ok(other) => Err(invalid(format!("result must be a JSON object, not {}", json_kind(&other)))),
+        Ok(other) => Err(invalid(format!(
+            "result must be a JSON object, not {}: return an object such as {{\"value\": ...}} (Rust: \
+             a struct deriving Serialize; C: cJSON_CreateObject(); AssemblyScript: a @json class)",
+            json_kind(&other)
+        ))),
         Err(e) => Err(invalid(format!("result is not valid JSON: {e}"))),
     }
 }

@@ -53,6 +53,67 @@ fn missing_exports_are_all_reported() {
 }
 
 #[test]
+fn missing_abi_exports_name_the_sdk_that_provides_them() {
+    let wasm =
+        wat::parse_str(r#"(module (func (export "process") (param i32 i32) (result i64) (i64.const 0)))"#)
+            .unwrap();
+    let err = rejection(&wasm, "");
+    assert_eq!(fields(&err), ["wasm.exports.memory", "wasm.exports.forge_alloc"]);
+    for fix in ["--import-memory", "forge_sdk::entry_point!", "sdks/c/forge.c", "export { forge_alloc }"] {
+        assert!(err.message.contains(fix), "{fix} missing from: {}", err.message);
+    }
+}
+
+#[test]
+fn a_command_module_is_told_to_build_as_a_reactor() {
+    let wasm = guest(
+        "",
+        r#"(func (export "_start"))
+           (func (export "process") (param i32 i32) (result i64) (i64.const 0))"#,
+    );
+    let err = rejection(&wasm, "");
+    assert_eq!(fields(&err), ["wasm.exports._start"]);
+    for fix in ["built as a command", "-mexec-model=reactor", r#"crate-type = ["cdylib"]"#, "--exportStart"] {
+        assert!(err.message.contains(fix), "{fix} missing from: {}", err.message);
+    }
+}
+
+#[test]
+fn an_entry_point_not_exported_names_the_exports_and_the_fix() {
+    let wasm = guest(
+        "",
+        r#"(func (export "proces") (param i32 i32) (result i64) (i64.const 0))
+           (func (export "summary") (param i32 i32) (result i64) (i64.const 0))"#,
+    );
+    let err = rejection(&wasm, r#"entry_points = ["process"]"#);
+    assert_eq!(fields(&err), ["wasm.exports.process"]);
+    assert!(err.message.contains("(it exports functions: `proces`, `summary`)"), "{}", err.message);
+    assert!(err.message.contains("forge_sdk::entry_point!(process)"), "{}", err.message);
+    assert!(err.message.contains("or remove it from `entry_points`"));
+
+    let many: String = (0..40)
+        .map(|i| format!(r#"(func (export "f{i}") (param i32 i32) (result i64) (i64.const 0))"#))
+        .collect();
+    let err = rejection(&guest("", &many), "");
+    assert!(err.message.contains("`f15` and 24 more"), "the list is capped: {}", err.message);
+    assert!(!err.message.contains("`f16`"));
+}
+
+#[test]
+fn a_result_that_is_not_an_object_says_what_to_return() {
+    for (text, kind) in [("[1, 2]", "an array"), ("42", "a number"), (r#""done""#, "a string")] {
+        let result = run_once(&returning(text), "");
+        assert_eq!(result.error_kind, Some(forge_model::ErrorKind::InvalidOutput));
+        let error = result.error.unwrap();
+        assert!(error.contains(&format!("result must be a JSON object, not {kind}")), "{error}");
+        assert!(
+            error.contains("a struct deriving Serialize") && error.contains("cJSON_CreateObject"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn export_signatures_are_checked() {
     let wasm = wat::parse_str(
         r#"(module (memory (export "memory") 1)
@@ -80,6 +141,12 @@ fn capability_gated_import_without_the_capability_names_both() {
     assert_eq!(fields(&err), ["wasm.imports.forge.capsule_create", "wasm.imports.forge.http_request"]);
     assert!(err.message.contains("`capsule_create` needs capability `capsule:write`"), "{}", err.message);
     assert!(err.message.contains("`http_request` needs capability `network:http`"));
+    assert!(
+        err.message.contains(r#"add "capsule:write" to `capabilities` in overlay.toml"#),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains(r#"add "network:http" to `capabilities`"#));
     let granted = r#"capabilities = ["capsule:write", "network:http"]"#;
     assert!(runtime().prepare(&manifest(granted), &wasm).is_ok());
 }

@@ -24,6 +24,7 @@ from forge_overlay_client import _protocol, models
 #: Schema name -> the model that reads or writes it.
 OBJECTS: dict[str, type[BaseModel]] = {
     "AuditEvent": models.AuditEvent,
+    "BuildSpec": models.BuildSpec,
     "Capability": models.Capability,
     "Capsule": models.Capsule,
     "CapsuleHit": models.CapsuleHit,

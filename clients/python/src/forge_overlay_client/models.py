@@ -133,6 +133,15 @@ class Capability(BaseModel):
         return {"name": value} if isinstance(value, (str, CapabilityName)) else value
 
 
+class BuildSpec(BaseModel):
+    """How `forge-overlay build` makes the module: a shell command and the module it produces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str
+    wasm: str
+
+
 class OverlayManifest(BaseModel):
     """`overlay.toml` as an object: only `name` and `version` are required (defaults as the server's)."""
 
@@ -147,6 +156,7 @@ class OverlayManifest(BaseModel):
     max_execution_ms: int = 5000
     max_fuel: int = 1_000_000
     entry_points: list[str] = Field(default_factory=lambda: ["process"])
+    build: BuildSpec | None = None
 
 
 class OverlayHealth(_Response):

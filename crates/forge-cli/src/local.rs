@@ -1,5 +1,6 @@
 //! Local commands: an overlay on this machine, no server. In-memory capsules, no network.
 
+use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
 use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
@@ -31,8 +32,8 @@ pub struct RunArgs {
     #[arg(long)]
     function: String,
     /// The invocation's args, a JSON object.
-    #[arg(long, default_value = "{}")]
-    args: String,
+    #[arg(long, default_value = "{}", value_parser = input::json_object)]
+    args: Map<String, Value>,
     /// Wall-clock limit of the call (100..=30000), below the manifest's max_execution_ms.
     #[arg(long)]
     timeout_ms: Option<u32>,
@@ -44,8 +45,9 @@ pub struct BenchArgs {
     module: ModuleArgs,
     #[arg(long)]
     function: String,
-    #[arg(long)]
-    args: String,
+    /// The invocation's args, a JSON object.
+    #[arg(long, value_parser = input::json_object)]
+    args: Map<String, Value>,
     /// Calls in total.
     #[arg(long, default_value_t = 20_000)]
     iterations: u64,
@@ -68,10 +70,10 @@ fn load(
     function: &str,
 ) -> Result<(Runtime, PreparedOverlay, OverlayIdentity), ForgeError> {
     let manifest = match &module.manifest {
-        Some(path) => OverlayManifest::parse(&read_text(path)?)?,
+        Some(path) => OverlayManifest::parse(&input::read_text(path).map_err(ForgeError::validation)?)?,
         None => OverlayManifest::with_defaults(&default_name(&module.wasm), function)?,
     };
-    let wasm = read(&module.wasm)?;
+    let wasm = input::read(&module.wasm).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
@@ -91,35 +93,15 @@ fn default_name(path: &Path) -> String {
     if name.is_empty() { "overlay".into() } else { name }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ForgeError> {
-    std::fs::read(path).map_err(|e| ForgeError::validation(format!("cannot read {}: {e}", path.display())))
-}
-
-fn read_text(path: &Path) -> Result<String, ForgeError> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| ForgeError::validation(format!("{} is not UTF-8", path.display())))
-}
-
-fn parse_args(text: &str) -> Result<Map<String, Value>, ForgeError> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(args)) => Ok(args),
-        Ok(_) => Err(ForgeError::validation("--args must be a JSON object")),
-        Err(e) => Err(ForgeError::validation(format!("--args is not valid JSON: {e}"))),
-    }
-}
-
 fn rejected(error: &ForgeError) -> ExitCode {
     eprintln!("rejected: {}", error.message);
     ExitCode::from(REJECTED)
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let invocation = match parse_args(&args.args) {
-        Ok(parsed) => OverlayInvocation {
-            timeout_ms: args.timeout_ms,
-            ..OverlayInvocation::new(&args.function, parsed)
-        },
-        Err(e) => return rejected(&e),
+    let invocation = OverlayInvocation {
+        timeout_ms: args.timeout_ms,
+        ..OverlayInvocation::new(&args.function, args.args)
     };
     let (runtime, prepared, identity) = match load(&args.module, &args.function) {
         Ok(loaded) => loaded,
@@ -175,10 +157,7 @@ fn executor(threads: usize) -> tokio::runtime::Runtime {
 }
 
 pub fn bench(args: BenchArgs) -> ExitCode {
-    let invocation = match parse_args(&args.args) {
-        Ok(parsed) => OverlayInvocation::new(&args.function, parsed),
-        Err(e) => return rejected(&e),
-    };
+    let invocation = OverlayInvocation::new(&args.function, args.args);
     let (runtime, prepared, identity) = match load(&args.module, &args.function) {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),

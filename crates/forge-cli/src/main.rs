@@ -7,6 +7,7 @@
 
 mod client;
 mod demo;
+mod input;
 mod local;
 mod serve;
 

@@ -3,12 +3,13 @@
 //! example overlays, activates them, seeds capsules, invokes each, drives a failing overlay into
 //! automatic quarantine, shows its health and audit trail, and stops the server with SIGTERM.
 
-use crate::client::api::{Api, Failure};
-use crate::client::{Paging, render};
+use crate::client::{Failure, render};
 use clap::Args;
+use forge_client::Client;
+use forge_model::api::{PageQuery, TrustLevelBody};
 use forge_model::{
-    AuditEvent, Capsule, CapsuleType, HealthReport, LifecycleAction, Overlay, OverlayInvocation,
-    OverlayManifest, OverlayResult, OverlayState, QuarantinePolicy, TrustLevel,
+    CapsuleType, LifecycleAction, NewCapsule, Overlay, OverlayInvocation, OverlayManifest, OverlayResult,
+    OverlayState, QuarantinePolicy, TrustLevel,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -101,7 +102,8 @@ pub fn demo(args: DemoArgs) -> ExitCode {
     };
     println!("Listening on {}; this demo acts as its admin.", server.url);
 
-    let outcome = Api::new(&server.url, Some(token.clone())).and_then(|api| tour(&api));
+    let outcome =
+        Client::new(&server.url, Some(token.clone())).map_err(Failure::from).and_then(|client| tour(&client));
     println!();
     match server.stop() {
         Some(status) if status.success() => println!("Server stopped cleanly (SIGTERM, exit 0)."),
@@ -138,11 +140,11 @@ fn prepare_kept(dir: &Path) -> Result<(), Failure> {
 }
 
 /// The story, told over HTTP. Returns the flaky overlay's NAME@VERSION for the closing hints.
-fn tour(api: &Api) -> Result<String, Failure> {
+fn tour(api: &Client) -> Result<String, Failure> {
     section(1, "Register the example overlays (each starts pending, at sandbox trust)");
     let mut overlays = Vec::new();
     for (manifest, wasm) in EXAMPLES {
-        let overlay: Overlay = api.register(manifest.into(), wasm.into(), None)?.parse()?;
+        let overlay = api.register(manifest.into(), wasm.into(), None)?;
         let note = if overlay.requires_approval { "  privileged: needs an admin's activation" } else { "" };
         println!("   {:<22} {:<9} {}{note}", label(&overlay), overlay.state.as_str(), overlay.id);
         overlays.push(overlay);
@@ -150,18 +152,19 @@ fn tour(api: &Api) -> Result<String, Failure> {
 
     section(2, "Activate them (an admin approves; capsule-insight also gets standard trust)");
     for overlay in &overlays {
-        let active: Overlay = api.transition(overlay.id, LifecycleAction::Activate, None)?.parse()?;
+        let active = api.transition(overlay.id, LifecycleAction::Activate, None)?;
         println!("   {:<22} {}", label(&active), active.state.as_str());
     }
     // Capsules are seeded at standard trust, and an overlay reads only what its own trust reaches.
     let insight = &overlays[2];
-    let reason = Some("reads the team's standard capsules");
-    let trusted: Overlay = api.set_trust_level(insight.id, TrustLevel::Standard, reason)?.parse()?;
+    let reason = Some("reads the team's standard capsules".to_owned());
+    let trusted =
+        api.set_trust_level(insight.id, &TrustLevelBody { trust_level: TrustLevel::Standard, reason })?;
     println!("   {:<22} trust {} -> {}", label(&trusted), insight.trust_level, trusted.trust_level);
 
     section(3, "Seed a few capsules (the service's shared knowledge)");
     for (kind, content) in CAPSULES {
-        let capsule: Capsule = api.add_capsule(content, kind, None, None)?.parse()?;
+        let capsule = api.create_capsule(&NewCapsule::new(content, kind))?;
         println!("   {:<10} {}", capsule.capsule_type.as_str(), render::cut(&capsule.content, SUMMARY_CHARS));
     }
 
@@ -177,7 +180,7 @@ fn tour(api: &Api) -> Result<String, Failure> {
         println!("     -> {}", outcome(&result));
         let insight_id = result.result.as_ref().and_then(|r| r.get("insight_id")).and_then(Value::as_str);
         if let Some(id) = insight_id.and_then(|id| id.parse::<Uuid>().ok()) {
-            let capsule: Capsule = api.capsule(id)?.parse()?;
+            let capsule = api.capsule(id)?;
             println!("     it wrote an insight capsule: {}", render::cut(&capsule.content, SUMMARY_CHARS));
         }
     }
@@ -194,9 +197,9 @@ fn tour(api: &Api) -> Result<String, Failure> {
         marks.push(if result.success { "ok" } else { "FAIL" });
     }
     println!("   calls: {}", marks.join(" "));
-    let health: HealthReport = api.health(flaky.id)?.parse()?;
+    let health = api.overlay_health(flaky.id)?;
     if health.state != OverlayState::Quarantined {
-        return Err(Failure::Unreachable(format!(
+        return Err(Failure::Server(format!(
             "flaky should have been quarantined after {} calls, but it is {}",
             health.invocation_count, health.state
         )));
@@ -213,15 +216,14 @@ fn tour(api: &Api) -> Result<String, Failure> {
             println!("   one more call is refused: {refusal}");
         }
         Err(other) => return Err(other),
-        Ok(_) => return Err(Failure::Unreachable("a quarantined overlay still ran".into())),
+        Ok(_) => return Err(Failure::Server("a quarantined overlay still ran".into())),
     }
 
     section(6, "flaky's health (GET /api/v1/overlays/{id}/health)");
     indented(&render::health(&health));
 
     section(7, "flaky's audit trail (GET /api/v1/overlays/{id}/events)");
-    let reply = api.events(flaky.id, &Paging::default())?;
-    indented(&render::events(&reply.parse::<Vec<AuditEvent>>()?, None));
+    indented(&render::events(&api.events(flaky.id, PageQuery::default())?.data, None));
     Ok(label(&flaky))
 }
 
@@ -241,9 +243,9 @@ fn label(overlay: &Overlay) -> String {
     format!("{}@{}", overlay.manifest.name, overlay.manifest.version)
 }
 
-fn invoke(api: &Api, id: Uuid, function: &str, args: &Value) -> Result<OverlayResult, Failure> {
+fn invoke(api: &Client, id: Uuid, function: &str, args: &Value) -> Result<OverlayResult, Failure> {
     let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
-    api.invoke(id, &OverlayInvocation::new(function, args))?.parse()
+    Ok(api.invoke(id, &OverlayInvocation::new(function, args))?)
 }
 
 /// A result on one line: what came back (or what went wrong), time and fuel.
@@ -257,13 +259,13 @@ fn outcome(result: &OverlayResult) -> String {
 }
 
 /// Echo's module under a manifest of its own, so its failures count against `flaky` only.
-fn register_flaky(api: &Api) -> Result<Overlay, Failure> {
+fn register_flaky(api: &Client) -> Result<Overlay, Failure> {
     let (echo_manifest, echo_wasm) = EXAMPLES[0];
     let mut manifest = OverlayManifest::parse(echo_manifest).expect("the embedded echo manifest is valid");
     manifest.name = "flaky".into();
     manifest.description =
         "Echo's module; the demo calls its `fail` entry point until it is quarantined.".into();
-    api.register(manifest.to_toml(), echo_wasm.into(), None)?.parse()
+    Ok(api.register(manifest.to_toml(), echo_wasm.into(), None)?)
 }
 
 /// What happened, in a few lines, and what to try next.
@@ -335,7 +337,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
-            .map_err(|e| Failure::Unreachable(format!("cannot start the server: {e}")))?;
+            .map_err(|e| Failure::Server(format!("cannot start the server: {e}")))?;
 
         // A reader thread keeps draining stdout, so the server never blocks on a full pipe.
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -358,7 +360,7 @@ impl Server {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     server.print_log_tail();
-                    return Err(Failure::Unreachable(format!(
+                    return Err(Failure::Server(format!(
                         "the server did not say it was listening within {} s",
                         START_TIMEOUT.as_secs()
                     )));
@@ -367,9 +369,7 @@ impl Server {
                     let status = server.stop();
                     server.print_log_tail();
                     let status = status.map_or_else(|| "unknown status".into(), |s| s.to_string());
-                    return Err(Failure::Unreachable(format!(
-                        "the server exited before listening ({status})"
-                    )));
+                    return Err(Failure::Server(format!("the server exited before listening ({status})")));
                 }
             }
         }

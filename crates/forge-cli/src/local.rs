@@ -1,5 +1,6 @@
 //! Local commands: an overlay on this machine, no server. In-memory capsules, no network.
 
+use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
 use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
@@ -32,8 +33,8 @@ pub struct RunArgs {
     #[arg(long)]
     function: Option<String>,
     /// The invocation's args, a JSON object.
-    #[arg(long, default_value = "{}")]
-    args: String,
+    #[arg(long, default_value = "{}", value_parser = input::json_object)]
+    args: Map<String, Value>,
     /// Wall-clock limit of the call (100..=30000), below the manifest's max_execution_ms.
     #[arg(long)]
     timeout_ms: Option<u32>,
@@ -47,8 +48,8 @@ pub struct BenchArgs {
     #[arg(long)]
     function: Option<String>,
     /// The invocation's args, a JSON object.
-    #[arg(long, default_value = "{}")]
-    args: String,
+    #[arg(long, default_value = "{}", value_parser = input::json_object)]
+    args: Map<String, Value>,
     /// Calls in total.
     #[arg(long, default_value_t = 20_000)]
     iterations: u64,
@@ -69,7 +70,9 @@ struct Loaded {
 /// Reads and checks the module, or says why not (exit 2).
 fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeError> {
     let (manifest, wasm_path) = match (&module.wasm, &module.manifest) {
-        (Some(wasm), Some(path)) => (OverlayManifest::parse(&read_text(path)?)?, wasm.clone()),
+        (Some(wasm), Some(path)) => {
+            (OverlayManifest::parse(&input::read_text(path).map_err(ForgeError::validation)?)?, wasm.clone())
+        }
         (Some(wasm), None) => {
             let function = function.unwrap_or(forge_model::manifest::limits::ENTRY_POINT_DEFAULT);
             (OverlayManifest::with_defaults(&default_name(wasm), function)?, wasm.clone())
@@ -77,7 +80,7 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
         (None, path) => crate::project::built_module(path.as_deref())?,
     };
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
-    let wasm = read(&wasm_path)?;
+    let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
@@ -97,40 +100,19 @@ fn default_name(path: &Path) -> String {
     if name.is_empty() { "overlay".into() } else { name }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ForgeError> {
-    std::fs::read(path).map_err(|e| ForgeError::validation(format!("cannot read {}: {e}", path.display())))
-}
-
-fn read_text(path: &Path) -> Result<String, ForgeError> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| ForgeError::validation(format!("{} is not UTF-8", path.display())))
-}
-
-fn parse_args(text: &str) -> Result<Map<String, Value>, ForgeError> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(args)) => Ok(args),
-        Ok(_) => Err(ForgeError::validation("--args must be a JSON object")),
-        Err(e) => Err(ForgeError::validation(format!("--args is not valid JSON: {e}"))),
-    }
-}
-
 fn rejected(error: &ForgeError) -> ExitCode {
     eprintln!("rejected: {}", error.message);
     ExitCode::from(REJECTED)
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let parsed = match parse_args(&args.args) {
-        Ok(parsed) => parsed,
-        Err(e) => return rejected(&e),
-    };
     let Loaded { runtime, prepared, identity, function } = match load(&args.module, args.function.as_deref())
     {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
     let invocation =
-        OverlayInvocation { timeout_ms: args.timeout_ms, ..OverlayInvocation::new(&function, parsed) };
+        OverlayInvocation { timeout_ms: args.timeout_ms, ..OverlayInvocation::new(&function, args.args) };
     let outcome = match executor(1).block_on(runtime.invoke(&prepared, &identity, &invocation)) {
         Ok(outcome) => outcome,
         Err(e) => return rejected(&e),
@@ -180,16 +162,12 @@ fn executor(threads: usize) -> tokio::runtime::Runtime {
 }
 
 pub fn bench(args: BenchArgs) -> ExitCode {
-    let parsed = match parse_args(&args.args) {
-        Ok(parsed) => parsed,
-        Err(e) => return rejected(&e),
-    };
     let Loaded { runtime, prepared, identity, function } = match load(&args.module, args.function.as_deref())
     {
         Ok(loaded) => loaded,
         Err(e) => return rejected(&e),
     };
-    let invocation = OverlayInvocation::new(&function, parsed);
+    let invocation = OverlayInvocation::new(&function, args.args);
     let threads = args.concurrency.max(1) as usize;
     let executor = executor(threads);
     match executor.block_on(runtime.invoke(&prepared, &identity, &invocation)) {

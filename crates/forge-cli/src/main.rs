@@ -8,6 +8,7 @@
 
 mod client;
 mod demo;
+mod input;
 mod local;
 mod project;
 mod serve;

@@ -7,26 +7,32 @@
 
 mod server;
 
+use forge_model::api::{ListQuery, PageQuery, SearchQuery, TrustLevelBody};
+use forge_model::{
+    CapsuleType, ErrorCode, ErrorKind, LifecycleAction, NewCapsule, Overlay, OverlayFilter,
+    OverlayInvocation, OverlayState, Role, TrustLevel,
+};
 use reqwest::Method;
 use reqwest::blocking::multipart;
 use serde_json::{Value, json};
 use server::*;
 use std::path::Path;
 use std::time::Duration;
-
-fn id(overlay: &Value) -> String {
-    overlay["id"].as_str().unwrap().to_owned()
-}
+use uuid::Uuid;
 
 /// A random id no overlay or capsule has.
 const UNKNOWN_ID: &str = "01900000-0000-7000-8000-000000000000";
+
+fn unknown_id() -> Uuid {
+    UNKNOWN_ID.parse().unwrap()
+}
 
 fn data_dir(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("data")
 }
 
 #[test]
-fn probes_are_open_and_everything_else_needs_a_token() {
+fn probes_and_the_api_description_are_open_and_everything_else_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Launch::new(&data_dir(&dir)).start();
     let anonymous = server.anonymous();
@@ -34,6 +40,7 @@ fn probes_are_open_and_everything_else_needs_a_token() {
     let health = anonymous.get("/health");
     assert_eq!(health.status, 200);
     assert_eq!(health.body, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}));
+    assert_eq!(anonymous.server_health().unwrap().version, env!("CARGO_PKG_VERSION"));
     let metrics = anonymous.get("/metrics");
     assert_eq!(metrics.status, 200);
     assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
@@ -44,7 +51,7 @@ fn probes_are_open_and_everything_else_needs_a_token() {
         assert!(text.contains(family), "{family} missing from\n{text}");
     }
 
-    for path in ["/api/v1/overlays", "/api/v1/openapi.json", "/api/v1/capsules?query=x"] {
+    for path in ["/api/v1/overlays", "/api/v1/overlays/by-name/echo/1.0.0", "/api/v1/capsules?query=x"] {
         let reply = anonymous.get(path);
         reply.refused(401, "authentication_error");
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
@@ -58,9 +65,12 @@ fn probes_are_open_and_everything_else_needs_a_token() {
         .refused(401, "authentication_error");
     server.assert_serving();
 
-    let openapi = server.admin().get("/api/v1/openapi.json");
+    // The API's description is public, as client generators and fuzzers expect.
+    let openapi = anonymous.get("/api/v1/openapi.json");
     assert_eq!(openapi.status, 200);
+    assert_eq!(openapi.header("content-type"), Some("application/json"));
     assert!(openapi.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(anonymous.openapi().unwrap(), server.admin().openapi().unwrap());
     for path in [
         "/api/v1/overlays",
         "/api/v1/overlays/{id}",
@@ -90,100 +100,96 @@ fn overlays_go_through_their_whole_lifecycle_over_http() {
     let wasm = fixture_bytes("echo.wasm");
 
     // Register: multipart with TOML, JSON with an object, JSON with TOML text and a source hash.
-    let echo = admin.register_multipart(&fixture_text("echo.toml"), wasm.clone()).data(201);
+    let echo = admin.register(fixture_text("echo.toml"), wasm.clone(), None).unwrap();
     assert_eq!(
-        (&echo["name"], &echo["version"], &echo["state"], &echo["trust_level"], &echo["submitted_by"]),
-        (&json!("echo"), &json!("0.1.0"), &json!("pending"), &json!("sandbox"), &json!("admin"))
+        (echo.manifest.name.as_str(), echo.manifest.version.as_str(), echo.state, echo.trust_level),
+        ("echo", "0.1.0", OverlayState::Pending, TrustLevel::Sandbox)
     );
-    assert_eq!(echo["entry_points"], json!(["process", "fail"]));
-    assert_eq!(echo["requires_approval"], false);
+    assert_eq!(echo.submitted_by, "admin");
+    assert_eq!(echo.manifest.entry_points, ["process", "fail"]);
+    assert!(!echo.requires_approval);
     let object = admin
-        .register_json(json!({"name": "echo-object", "version": "1.0.0", "entry_points": ["process"]}), &wasm)
-        .data(201);
-    assert_eq!(object["max_memory_mb"], 64, "defaults fill the manifest");
-    let newer = admin.register_json(Value::String(echo_manifest("echo", "0.2.0")), &wasm).data(201);
-    let with_source = {
-        use base64::Engine;
-        let body = json!({"manifest": echo_manifest("echo-source", "1.0.0"),
-                          "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&wasm),
-                          "source_hash": "ab12cd34"});
-        admin.post("/api/v1/overlays", &body).data(201)
-    };
-    assert_eq!(with_source["source_hash"], "ab12cd34");
-    let form = multipart::Form::new()
-        .text("manifest", echo_manifest("echo-form", "1.0.0"))
-        .part("wasm", multipart::Part::bytes(wasm.clone()))
-        .text("source_hash", "ef56");
-    let with_form = admin.send(admin.request(Method::POST, "/api/v1/overlays").multipart(form)).data(201);
-    assert_eq!(with_form["source_hash"], "ef56");
+        .register_json(
+            json!({"name": "echo-object", "version": "1.0.0", "entry_points": ["process"]}),
+            &wasm,
+            None,
+        )
+        .unwrap();
+    assert_eq!(object.manifest.max_memory_mb, 64, "defaults fill the manifest");
+    let newer = admin.register_json(Value::String(echo_manifest("echo", "0.2.0")), &wasm, None).unwrap();
+    let with_source = admin
+        .register_json(json!(echo_manifest("echo-source", "1.0.0")), &wasm, Some("ab12cd34".into()))
+        .unwrap();
+    assert_eq!(with_source.source_hash.as_deref(), Some("ab12cd34"));
+    let with_form =
+        admin.register(echo_manifest("echo-form", "1.0.0"), wasm.clone(), Some("ef56".into())).unwrap();
+    assert_eq!(with_form.source_hash.as_deref(), Some("ef56"));
 
     // Read: by id, by name and version, listed with filters and pages.
-    let echo_id = id(&echo);
-    assert_eq!(admin.get(&format!("/api/v1/overlays/{echo_id}")).data(200), echo);
-    assert_eq!(id(&admin.get("/api/v1/overlays/by-name/echo/0.2.0").data(200)), id(&newer));
+    assert_eq!(admin.overlay(echo.id).unwrap(), echo);
+    assert_eq!(admin.overlay_by_name_version("echo", "0.2.0").unwrap().id, newer.id);
     let list = admin.get("/api/v1/overlays?name=echo&per_page=2&page=2");
     assert_eq!(list.status, 200);
     assert_eq!(list.body["meta"], json!({"total": 5, "page": 2, "per_page": 2, "pages": 3}));
     assert_eq!(list.body["data"].as_array().unwrap().len(), 2);
-    let count = |query: &str| admin.get(&format!("/api/v1/overlays?{query}")).body["meta"]["total"].clone();
-    assert_eq!(count("state=pending&submitter=admin"), 5);
-    assert_eq!(count("name=object"), 1);
-    assert_eq!(count("submitter=nobody"), 0);
-    assert_eq!(count("capability=capsule:read"), 0);
+    let count = |filter: OverlayFilter| {
+        admin.list_overlays(&ListQuery::new(filter, PageQuery::default())).unwrap().meta.total
+    };
+    let pending_by_admin = OverlayFilter {
+        state: Some(OverlayState::Pending),
+        submitter: Some("admin".into()),
+        ..OverlayFilter::default()
+    };
+    assert_eq!(count(pending_by_admin), 5);
+    assert_eq!(count(OverlayFilter { name: Some("object".into()), ..OverlayFilter::default() }), 1);
+    assert_eq!(count(OverlayFilter { submitter: Some("nobody".into()), ..OverlayFilter::default() }), 0);
+    let reader =
+        OverlayFilter { capability: Some("capsule:read".parse().unwrap()), ..OverlayFilter::default() };
+    assert_eq!(count(reader), 0);
 
     // Activate and invoke, by id and by name (the newest active version).
-    let active = admin.post_empty(&format!("/api/v1/overlays/{echo_id}/activate")).data(200);
-    assert_eq!(active["state"], "active");
-    let result = admin.invoke(&echo_id, "process", json!({"n": 1})).data(200);
-    assert_eq!(result["success"], true);
-    assert_eq!(result["result"], json!({"echo": {"n": 1}}));
-    assert!(result["fuel_consumed"].as_u64().unwrap() > 0);
-    let by_name = json!({"function": "process", "args": {"n": 2}, "timeout_ms": 500});
-    assert_eq!(
-        admin.post("/api/v1/overlays/by-name/echo/invoke", &by_name).data(200)["result"]["echo"]["n"],
-        2
-    );
-    admin.post(&format!("/api/v1/overlays/{}/activate", id(&newer)), &json!({"reason": "newer"})).data(200);
-    admin.post("/api/v1/overlays/by-name/echo/invoke", &by_name).data(200);
-    assert_eq!(admin.health(&id(&newer))["invocation_count"], 1, "by name runs the newest active version");
-    let failed = admin.invoke(&echo_id, "fail", json!({"message": "on purpose"})).data(200);
-    assert_eq!((&failed["success"], &failed["error_kind"]), (&json!(false), &json!("overlay_error")));
-    assert!(failed["error"].as_str().unwrap().contains("on purpose"));
+    let active = admin.transition(echo.id, LifecycleAction::Activate, None).unwrap();
+    assert_eq!(active.state, OverlayState::Active);
+    let result = admin.invoke(echo.id, &call("process", json!({"n": 1}))).unwrap();
+    assert!(result.success);
+    assert_eq!(result.result.map(Value::Object), Some(json!({"echo": {"n": 1}})));
+    assert!(result.fuel_consumed > 0);
+    let by_name = OverlayInvocation { timeout_ms: Some(500), ..call("process", json!({"n": 2})) };
+    assert_eq!(admin.invoke_by_name("echo", &by_name).unwrap().result.unwrap()["echo"]["n"], 2);
+    admin.transition(newer.id, LifecycleAction::Activate, Some("newer".into())).unwrap();
+    admin.invoke_by_name("echo", &by_name).unwrap();
+    assert_eq!(admin.health(newer.id).invocation_count, 1, "by name runs the newest active version");
+    let failed = admin.invoke(echo.id, &call("fail", json!({"message": "on purpose"}))).unwrap();
+    assert_eq!((failed.success, failed.error_kind), (false, Some(ErrorKind::OverlayError)));
+    assert!(failed.error.unwrap().contains("on purpose"));
 
-    let health = admin.health(&echo_id);
-    assert_eq!((&health["invocation_count"], &health["failure_count"]), (&json!(3), &json!(1)));
-    assert_eq!((&health["name"], &health["state"]), (&json!("echo"), &json!("active")));
-    assert!(health["p50_execution_ms"].as_f64().unwrap() > 0.0);
-    assert!(health["last_error"].as_str().unwrap().contains("on purpose"));
+    let health = admin.health(echo.id);
+    assert_eq!((health.invocation_count, health.failure_count), (3, 1));
+    assert_eq!((health.name.as_str(), health.state), ("echo", OverlayState::Active));
+    assert!(health.p50_execution_ms.unwrap() > 0.0);
+    assert!(health.last_error.unwrap().contains("on purpose"));
 
     // The rest of the lifecycle, and trust.
-    let path = |action: &str| format!("/api/v1/overlays/{echo_id}/{action}");
-    assert_eq!(
-        admin.post(&path("suspend"), &json!({"reason": "maintenance"})).data(200)["state"],
-        "suspended"
-    );
-    let refused = admin.invoke(&echo_id, "process", json!({}));
-    assert_eq!(refused.refused(422, "validation_error")["details"]["state"], "suspended");
-    assert_eq!(admin.post_empty(&path("resume")).data(200)["state"], "active");
-    assert_eq!(
-        admin.post(&path("quarantine"), &json!({"reason": "looks odd"})).data(200)["state"],
-        "quarantined"
-    );
-    assert_eq!(admin.post_empty(&path("release")).data(200)["state"], "active");
-    assert_eq!(admin.health(&echo_id)["invocation_count"], 0, "release resets the counters");
-    let trusted =
-        admin.put(&path("trust-level"), &json!({"trust_level": "trusted", "reason": "reviewed"})).data(200);
-    assert_eq!(trusted["trust_level"], "trusted");
-    assert_eq!(
-        admin.put(&path("trust-level"), &json!({"trust_level": 60})).data(200)["trust_level"],
-        "standard"
-    );
-    assert_eq!(admin.post_empty(&path("deprecate")).data(200)["state"], "deprecated");
+    let act = |action: LifecycleAction, reason: Option<&str>| {
+        admin.transition(echo.id, action, reason.map(Into::into)).unwrap().state
+    };
+    assert_eq!(act(LifecycleAction::Suspend, Some("maintenance")), OverlayState::Suspended);
+    let refused =
+        refusal(admin.invoke(echo.id, &call("process", json!({}))), 422, ErrorCode::ValidationError);
+    assert_eq!(refused.details["state"], "suspended");
+    assert_eq!(act(LifecycleAction::Resume, None), OverlayState::Active);
+    assert_eq!(act(LifecycleAction::Quarantine, Some("looks odd")), OverlayState::Quarantined);
+    assert_eq!(act(LifecycleAction::Release, None), OverlayState::Active);
+    assert_eq!(admin.health(echo.id).invocation_count, 0, "release resets the counters");
+    let trusted = TrustLevelBody { trust_level: TrustLevel::Trusted, reason: Some("reviewed".into()) };
+    assert_eq!(admin.set_trust_level(echo.id, &trusted).unwrap().trust_level, TrustLevel::Trusted);
+    // Trust levels are also read as their numbers.
+    let path = format!("/api/v1/overlays/{}/trust-level", echo.id);
+    assert_eq!(admin.put(&path, &json!({"trust_level": 60})).data(200)["trust_level"], "standard");
+    assert_eq!(act(LifecycleAction::Deprecate, None), OverlayState::Deprecated);
 
-    let events = admin.get(&format!("/api/v1/overlays/{echo_id}/events?per_page=100"));
-    assert_eq!(events.status, 200);
-    let actions: Vec<&str> =
-        events.body["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let events = admin.events(echo.id, PageQuery { page: None, per_page: Some(100) }).unwrap();
+    let actions: Vec<&str> = events.data.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -198,21 +204,19 @@ fn overlays_go_through_their_whole_lifecycle_over_http() {
             "deprecate"
         ]
     );
-    assert_eq!(events.body["data"][2]["reason"], "maintenance");
-    assert_eq!(events.body["data"][2]["actor"], "admin");
-    assert_eq!(events.body["meta"]["total"], 9);
+    assert_eq!(events.data[2].reason.as_deref(), Some("maintenance"));
+    assert_eq!(events.data[2].actor, "admin");
+    assert_eq!(events.meta.total, 9);
 
     // Delete: the record and the binary go, the audit trail stays.
-    let deleted = admin.delete(&format!("/api/v1/overlays/{echo_id}?reason=cleanup"));
+    let deleted = admin.delete(&format!("/api/v1/overlays/{}?reason=cleanup", echo.id));
     assert_eq!((deleted.status, &deleted.body), (204, &json!("")));
-    admin.get(&format!("/api/v1/overlays/{echo_id}")).refused(404, "not_found");
-    let trail = admin.get(&format!("/api/v1/overlays/{echo_id}/events?per_page=100")).body;
-    assert_eq!(trail["data"][9]["action"], "delete");
-    assert_eq!(trail["data"][9]["reason"], "cleanup");
-    assert!(
-        blob_path(&data_dir(&dir), newer["wasm_key"].as_str().unwrap()).exists(),
-        "other versions keep theirs"
-    );
+    refusal(admin.overlay(echo.id), 404, ErrorCode::NotFound);
+    refusal(admin.delete_overlay(echo.id, None), 404, ErrorCode::NotFound);
+    let trail = admin.events(echo.id, PageQuery { page: None, per_page: Some(100) }).unwrap();
+    assert_eq!((trail.data[9].action.as_str(), trail.data[9].reason.as_deref()), ("delete", Some("cleanup")));
+    admin.delete_overlay(with_form.id, Some("typed".into())).unwrap();
+    assert!(blob_path(&data_dir(&dir), &newer.wasm_key).exists(), "other versions keep theirs");
     server.assert_serving();
 }
 
@@ -223,24 +227,36 @@ fn refused(server: &mut ServerProcess, reply: Reply, status: u16, code: &str) ->
     body
 }
 
+/// Checks a refusal of a typed call and that the server is still serving after it.
+fn refused_call<T: std::fmt::Debug>(
+    server: &mut ServerProcess,
+    result: Result<T, forge_client::Error>,
+    status: u16,
+    code: ErrorCode,
+) -> forge_model::ForgeError {
+    let error = refusal(result, status, code);
+    server.assert_serving();
+    error
+}
+
 #[test]
 fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
     let echo = admin.active_echo("echo", "0.1.0");
-    let echo_id = id(&echo);
-    let pending =
-        admin.register_multipart(&echo_manifest("echo", "0.2.0"), fixture_bytes("echo.wasm")).data(201);
-    let user = server.api(&admin.create_user("ursula", &["user"], "standard"));
-    let operator = server.api(&admin.create_user("otto", &["operator"], "trusted"));
+    let echo_id = echo.id;
+    let pending = admin.register(echo_manifest("echo", "0.2.0"), fixture_bytes("echo.wasm"), None).unwrap();
+    let user = server.api(&admin.user_token("ursula", &[Role::User], TrustLevel::Standard));
+    let operator = server.api(&admin.user_token("otto", &[Role::Operator], TrustLevel::Trusted));
     let invoke = format!("/api/v1/overlays/{echo_id}/invoke");
 
     // 404: unknown routes, unknown resources, paths that name nothing.
     refused(&mut server, admin.get("/nope"), 404, "not_found");
     refused(&mut server, admin.get("/api/v1/overlay"), 404, "not_found");
     refused(&mut server, admin.get(&format!("/api/v1/overlays/{UNKNOWN_ID}")), 404, "not_found");
-    refused(&mut server, admin.invoke(UNKNOWN_ID, "process", json!({})), 404, "not_found");
+    let process = call("process", json!({}));
+    refused_call(&mut server, admin.invoke(unknown_id(), &process), 404, ErrorCode::NotFound);
     refused(&mut server, admin.get("/api/v1/overlays/by-name/echo/9.9.9"), 404, "not_found");
     let body = json!({"function": "process"});
     refused(&mut server, admin.post("/api/v1/overlays/by-name/nothing/invoke", &body), 404, "not_found");
@@ -297,32 +313,20 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
     let slow = json!({"function": "process", "timeout_ms": 5});
     refused(&mut server, admin.post(&invoke, &slow), 422, "validation_error");
     let manifest = json!({"name": "Bad Name", "version": "1", "max_memory_mb": 4096});
-    let body = refused(
-        &mut server,
-        admin.register_json(manifest, &fixture_bytes("echo.wasm")),
-        422,
-        "validation_error",
-    );
+    let echo_wasm = fixture_bytes("echo.wasm");
+    let invalid = admin.register_json(manifest, &echo_wasm, None);
+    let body = refused_call(&mut server, invalid, 422, ErrorCode::ValidationError);
     let fields: Vec<&str> =
-        body["details"]["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        body.details["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["name", "version", "max_memory_mb"]);
-    let body = refused(
-        &mut server,
-        admin.register_json(json!("name = "), &fixture_bytes("echo.wasm")),
-        422,
-        "validation_error",
-    );
-    assert!(body["message"].as_str().unwrap().contains("TOML"), "{body}");
-    let garbage =
-        admin.register_multipart(&echo_manifest("garbage", "1.0.0"), b"\0asm but not really".to_vec());
-    refused(&mut server, garbage, 422, "validation_error");
-    let no_exports = admin.register_json(json!(echo_manifest("hollow", "1.0.0")), b"(module)");
-    let body = refused(&mut server, no_exports, 422, "validation_error");
-    assert!(
-        body["message"].as_str().unwrap().contains("forge_alloc")
-            || body["message"].as_str().unwrap().contains("memory"),
-        "{body}"
-    );
+    let unparsed = admin.register_json(json!("name = "), &echo_wasm, None);
+    let body = refused_call(&mut server, unparsed, 422, ErrorCode::ValidationError);
+    assert!(body.message.contains("TOML"), "{body:?}");
+    let garbage = admin.register(echo_manifest("garbage", "1.0.0"), b"\0asm but not really".to_vec(), None);
+    refused_call(&mut server, garbage, 422, ErrorCode::ValidationError);
+    let no_exports = admin.register_json(json!(echo_manifest("hollow", "1.0.0")), b"(module)", None);
+    let body = refused_call(&mut server, no_exports, 422, ErrorCode::ValidationError);
+    assert!(body.message.contains("forge_alloc") || body.message.contains("memory"), "{body:?}");
     let bad_base64 = json!({"manifest": echo_manifest("b64", "1.0.0"), "wasm_base64": "!!!"});
     refused(&mut server, admin.post("/api/v1/overlays", &bad_base64), 422, "validation_error");
     let missing_part = multipart::Form::new().text("manifest", echo_manifest("parts", "1.0.0"));
@@ -341,11 +345,11 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
         422,
         "validation_error",
     );
-    let body =
-        refused(&mut server, admin.invoke(&id(&pending), "process", json!({})), 422, "validation_error");
-    assert_eq!(body["details"]["state"], "pending");
-    let body = refused(&mut server, admin.invoke(&echo_id, "nope", json!({})), 422, "validation_error");
-    assert_eq!(body["details"]["available"], json!(["process", "fail"]));
+    let body = refused_call(&mut server, admin.invoke(pending.id, &process), 422, ErrorCode::ValidationError);
+    assert_eq!(body.details["state"], "pending");
+    let nope = call("nope", json!({}));
+    let body = refused_call(&mut server, admin.invoke(echo_id, &nope), 422, ErrorCode::ValidationError);
+    assert_eq!(body.details["available"], json!(["process", "fail"]));
     let body = refused(
         &mut server,
         admin.post_empty(&format!("/api/v1/overlays/{echo_id}/resume")),
@@ -375,12 +379,8 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
     );
 
     // 409: the same name and version again, the same user name again.
-    refused(
-        &mut server,
-        admin.register_multipart(&fixture_text("echo.toml"), fixture_bytes("echo.wasm")),
-        409,
-        "conflict",
-    );
+    let again = admin.register(fixture_text("echo.toml"), fixture_bytes("echo.wasm"), None);
+    refused_call(&mut server, again, 409, ErrorCode::Conflict);
     refused(
         &mut server,
         admin.post("/api/v1/users", &json!({"name": "ursula", "roles": ["user"]})),
@@ -391,7 +391,7 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
     // 403: roles, then trust.
     let body = refused(
         &mut server,
-        user.post_empty(&format!("/api/v1/overlays/{}/activate", id(&pending))),
+        user.post_empty(&format!("/api/v1/overlays/{}/activate", pending.id)),
         403,
         "authorization_error",
     );
@@ -411,14 +411,10 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
         "authorization_error",
     );
     admin.put(&trust, &json!({"trust_level": "trusted"})).data(200);
-    let body = refused(&mut server, user.invoke(&echo_id, "process", json!({})), 403, "authorization_error");
-    assert!(body["message"].as_str().unwrap().contains("trust"), "{body}");
-    assert_eq!(
-        operator.invoke(&echo_id, "process", json!({})).data(200)["success"],
-        true,
-        "trusted reaches trusted"
-    );
-    let modest_admin = server.api(&admin.create_user("modest", &["admin"], "standard"));
+    let body = refused_call(&mut server, user.invoke(echo_id, &process), 403, ErrorCode::AuthorizationError);
+    assert!(body.message.contains("trust"), "{body:?}");
+    assert!(operator.invoke(echo_id, &process).unwrap().success, "trusted reaches trusted");
+    let modest_admin = server.api(&admin.user_token("modest", &[Role::Admin], TrustLevel::Standard));
     refused(
         &mut server,
         modest_admin.put(&trust, &json!({"trust_level": "core"})),
@@ -427,6 +423,11 @@ fn every_refusal_has_the_standard_body_and_the_server_serves_on() {
     );
     let secret = json!({"content": "board minutes", "type": "decision", "trust_level": "core"});
     refused(&mut server, user.post("/api/v1/capsules", &secret), 403, "authorization_error");
+    let secret = NewCapsule {
+        trust_level: TrustLevel::Core,
+        ..NewCapsule::new("minutes", forge_model::CapsuleType::Decision)
+    };
+    refused_call(&mut server, user.create_capsule(&secret), 403, ErrorCode::AuthorizationError);
 }
 
 #[test]
@@ -450,12 +451,22 @@ fn oversized_bodies_are_refused_with_413() {
         "payload_too_large",
     );
     let echo = admin.active_echo("echo", "0.1.0");
-    let args = json!({"text": big});
-    refused(&mut server, admin.invoke(&id(&echo), "process", args), 413, "payload_too_large");
-    let capsule = json!({"content": big, "type": "knowledge"});
-    refused(&mut server, admin.post("/api/v1/capsules", &capsule), 413, "payload_too_large");
-    // Under the limit, the same server takes a binary of 97 KiB in base64.
-    assert_eq!(admin.invoke(&id(&echo), "process", json!({"small": true})).data(200)["success"], true);
+    let args = call("process", json!({"text": big}));
+    refused_call(&mut server, admin.invoke(echo.id, &args), 413, ErrorCode::PayloadTooLarge);
+    let capsule = NewCapsule::new(big.clone(), forge_model::CapsuleType::Knowledge);
+    refused_call(&mut server, admin.create_capsule(&capsule), 413, ErrorCode::PayloadTooLarge);
+    assert!(admin.invoke(echo.id, &call("process", json!({"small": true}))).unwrap().success);
+}
+
+/// Waits until the server runs `count` invocations (its `forge_instances_in_flight` gauge), so a
+/// busy machine cannot make a test send its next request before the previous one is running.
+fn await_in_flight(server: &ServerProcess, count: u64) {
+    let gauge = format!("forge_instances_in_flight {count}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.anonymous().get("/metrics").body.as_str().unwrap().lines().any(|line| line == gauge) {
+        assert!(std::time::Instant::now() < deadline, "{count} invocations never ran at once");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -467,42 +478,43 @@ fn too_many_invocations_in_flight_are_refused_with_429_and_retry_after() {
         .env("FORGE_LOG_FORMAT", "json")
         .start();
     let admin = server.admin();
-    let spinners: Vec<String> = ["spin", "spin-b"]
+    let spinners: Vec<Uuid> = ["spin", "spin-b"]
         .into_iter()
         .map(|name| {
             let mut manifest = spin_manifest(1500);
             manifest["name"] = json!(name);
-            let overlay = admin.register_json(manifest, SPIN_WAT.as_bytes()).data(201);
-            admin.post_empty(&format!("/api/v1/overlays/{}/activate", id(&overlay))).data(200);
-            id(&overlay)
+            let overlay = admin.register_json(manifest, SPIN_WAT.as_bytes(), None).unwrap();
+            admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
         })
         .collect();
-    let echo = id(&admin.active_echo("echo", "0.1.0"));
+    let echo = admin.active_echo("echo", "0.1.0").id;
 
-    let spin = |spinner: &String| {
-        let (api, spinner) = (admin.clone(), spinner.clone());
-        std::thread::spawn(move || api.invoke(&spinner, "spin", json!({})).data(200))
+    let spin = |spinner: Uuid| {
+        let api = admin.clone();
+        std::thread::spawn(move || api.invoke(spinner, &call("spin", json!({}))).unwrap())
     };
-    let mut running = vec![spin(&spinners[0])];
-    std::thread::sleep(Duration::from_millis(300));
-    let per_overlay = admin.invoke(&spinners[0], "spin", json!({}));
+    let mut running = vec![spin(spinners[0])];
+    await_in_flight(&server, 1);
+    let per_overlay = format!("/api/v1/overlays/{}/invoke", spinners[0]);
+    let per_overlay = admin.post(&per_overlay, &json!({"function": "spin"}));
     assert_eq!(per_overlay.header("retry-after"), Some("1"));
     let body = refused(&mut server, per_overlay, 429, "rate_limit_exceeded");
     assert_eq!(body["details"]["retry_after"], 1);
     assert!(body["message"].as_str().unwrap().contains("spin@1.0.0"), "{body}");
 
-    running.push(spin(&spinners[1]));
-    std::thread::sleep(Duration::from_millis(300));
-    let global = admin.invoke(&echo, "process", json!({}));
-    assert_eq!(global.header("retry-after"), Some("1"));
-    let body = refused(&mut server, global, 429, "rate_limit_exceeded");
-    assert!(body["message"].as_str().unwrap().contains("limit 2"), "{body}");
+    running.push(spin(spinners[1]));
+    await_in_flight(&server, 2);
+    let global = admin.invoke(echo, &call("process", json!({})));
+    let Err(forge_client::Error::Refused { retry_after, .. }) = &global else { panic!("{global:?}") };
+    assert_eq!(*retry_after, Some(1), "the client reads Retry-After");
+    let body = refused_call(&mut server, global, 429, ErrorCode::RateLimitExceeded);
+    assert!(body.message.contains("limit 2"), "{body:?}");
 
     for thread in running {
         let result = thread.join().unwrap();
-        assert_eq!((&result["success"], &result["error_kind"]), (&json!(false), &json!("timeout")));
+        assert_eq!((result.success, result.error_kind), (false, Some(ErrorKind::Timeout)));
     }
-    assert_eq!(admin.invoke(&echo, "process", json!({})).data(200)["success"], true, "slots come back");
+    assert!(admin.invoke(echo, &call("process", json!({}))).unwrap().success, "slots come back");
     let metrics = server.anonymous().get("/metrics").body;
     for reason in ["global_limit", "overlay_limit"] {
         assert!(
@@ -520,22 +532,18 @@ fn a_tampered_or_missing_binary_is_refused_with_503() {
     let admin = server.admin();
     let tampered = admin.active_echo("echo", "0.1.0");
     let missing = admin.active_echo("echo", "0.2.0");
-    let key = |overlay: &Value| blob_path(&data_dir(&dir), overlay["wasm_key"].as_str().unwrap());
+    let key = |overlay: &Overlay| blob_path(&data_dir(&dir), &overlay.wasm_key);
     assert!(key(&tampered).exists());
     std::fs::write(key(&tampered), fixture_bytes("text-stats.wasm")).unwrap();
     std::fs::remove_file(key(&missing)).unwrap();
 
     for overlay in [&tampered, &missing] {
-        let body = refused(
-            &mut server,
-            admin.invoke(&id(overlay), "process", json!({})),
-            503,
-            "service_unavailable",
-        );
-        assert_eq!(body["message"], "overlay binary unavailable");
+        let invoked = admin.invoke(overlay.id, &call("process", json!({})));
+        let body = refused_call(&mut server, invoked, 503, ErrorCode::ServiceUnavailable);
+        assert_eq!(body.message, "overlay binary unavailable");
     }
     assert!(server.log().contains("does not match its recorded SHA-256"), "the reason is logged");
-    assert_eq!(admin.health(&id(&tampered))["invocation_count"], 0, "nothing ran");
+    assert_eq!(admin.health(tampered.id).invocation_count, 0, "nothing ran");
 }
 
 #[test]
@@ -543,27 +551,32 @@ fn a_failing_overlay_is_quarantined_automatically() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
-    let echo = id(&admin.active_echo("echo", "0.1.0"));
+    let echo = admin.active_echo("echo", "0.1.0").id;
     for _ in 0..10 {
-        let result = admin.invoke(&echo, "fail", json!({"message": "broken"})).data(200);
-        assert_eq!(result["success"], false, "a failed call is still a 200");
+        let result = admin.invoke(echo, &call("fail", json!({"message": "broken"}))).unwrap();
+        assert!(!result.success, "a failed call is still a 200");
     }
-    let health = admin.health(&echo);
-    assert_eq!((&health["state"], &health["failure_rate"]), (&json!("quarantined"), &json!(1.0)));
-    let body = refused(&mut server, admin.invoke(&echo, "process", json!({})), 422, "validation_error");
-    assert_eq!(body["details"]["state"], "quarantined");
-    let events = admin.get(&format!("/api/v1/overlays/{echo}/events")).body;
-    let last = events["data"].as_array().unwrap().last().unwrap().clone();
+    let health = admin.health(echo);
+    assert_eq!((health.state, health.failure_rate), (OverlayState::Quarantined, 1.0));
+    let refused = admin.invoke(echo, &call("process", json!({})));
+    let body = refused_call(&mut server, refused, 422, ErrorCode::ValidationError);
+    assert_eq!(body.details["state"], "quarantined");
+    let events = admin.events(echo, PageQuery::default()).unwrap();
+    let last = events.data.last().unwrap();
     assert_eq!(
-        (&last["action"], &last["actor"], &last["to_state"]),
-        (&json!("auto_quarantine"), &json!("system"), &json!("quarantined"))
+        (last.action.as_str(), last.actor.as_str(), last.to_state),
+        ("auto_quarantine", "system", Some(OverlayState::Quarantined))
     );
-    let listed = admin.get("/api/v1/overlays?state=quarantined").body;
-    assert_eq!(listed["meta"]["total"], 1);
+    let quarantined = OverlayFilter { state: Some(OverlayState::Quarantined), ..OverlayFilter::default() };
+    assert_eq!(
+        admin.list_overlays(&ListQuery::new(quarantined, PageQuery::default())).unwrap().meta.total,
+        1
+    );
 
-    assert_eq!(admin.post_empty(&format!("/api/v1/overlays/{echo}/release")).data(200)["state"], "active");
-    assert_eq!(admin.invoke(&echo, "process", json!({})).data(200)["success"], true);
-    assert_eq!(admin.health(&echo)["invocation_count"], 1);
+    let released = admin.transition(echo, LifecycleAction::Release, None).unwrap();
+    assert_eq!(released.state, OverlayState::Active);
+    assert!(admin.invoke(echo, &call("process", json!({}))).unwrap().success);
+    assert_eq!(admin.health(echo).invocation_count, 1);
 }
 
 #[test]
@@ -571,53 +584,48 @@ fn users_tokens_and_capsules() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
-    let created = admin.post("/api/v1/users", &json!({"name": "ursula", "roles": ["user"]})).data(201);
+    let created = admin.create_user(&forge_model::NewUser::new("ursula", vec![Role::User])).unwrap();
     assert_eq!(
-        (&created["user"]["roles"], &created["user"]["trust_level"]),
-        (&json!(["user"]), &json!("standard"))
+        (created.user.roles.as_slice(), created.user.trust_level),
+        ([Role::User].as_slice(), TrustLevel::Standard)
     );
-    let token = created["token"].as_str().unwrap().to_owned();
+    let token = created.token;
     assert!(token.starts_with("fgo_"));
     let user = server.api(&token);
 
     // Users register and invoke; capsules are owned by their creator and hidden above one's trust.
-    let overlay = user.register_multipart(&fixture_text("echo.toml"), fixture_bytes("echo.wasm")).data(201);
-    assert_eq!(overlay["submitted_by"], "ursula");
+    let overlay = user.register(fixture_text("echo.toml"), fixture_bytes("echo.wasm"), None).unwrap();
+    assert_eq!(overlay.submitted_by, "ursula");
     let open = user
-        .post("/api/v1/capsules", &json!({"content": "We adopt WebAssembly overlays", "type": "decision"}))
-        .data(201);
+        .create_capsule(&NewCapsule::new("We adopt WebAssembly overlays", CapsuleType::Decision))
+        .unwrap();
     assert_eq!(
-        (&open["owner"], &open["trust_level"], &open["type"]),
-        (&json!("ursula"), &json!("standard"), &json!("decision"))
+        (open.owner.as_deref(), open.trust_level, open.capsule_type),
+        (Some("ursula"), TrustLevel::Standard, CapsuleType::Decision)
     );
-    let secret = admin
-        .post("/api/v1/capsules", &json!({"content": "WebAssembly budget", "type": "policy", "trust_level": "core", "metadata": {"k": 1}}))
-        .data(201);
-    assert_eq!(user.get(&format!("/api/v1/capsules/{}", id(&open))).data(200), open);
-    refused(&mut server, user.get(&format!("/api/v1/capsules/{}", id(&secret))), 404, "not_found");
-    assert_eq!(
-        admin.get(&format!("/api/v1/capsules/{}", id(&secret))).data(200)["metadata"],
-        json!({"k": 1})
-    );
-    let hits = user.get("/api/v1/capsules?query=webassembly&limit=5");
-    assert_eq!(hits.status, 200);
-    assert_eq!(hits.body["data"].as_array().unwrap().len(), 1);
-    assert_eq!(hits.body["data"][0]["capsule"]["id"], open["id"]);
-    assert!(hits.body["data"][0]["score"].as_f64().is_some());
-    assert_eq!(hits.body["meta"], json!({"total": 1, "page": 1, "per_page": 5, "pages": 1}));
-    assert_eq!(admin.get("/api/v1/capsules?query=webassembly").body["meta"]["total"], 2);
+    let mut secret = NewCapsule::new("WebAssembly budget", CapsuleType::Policy);
+    secret.trust_level = TrustLevel::Core;
+    secret.metadata.insert("k".into(), json!(1));
+    let secret = admin.create_capsule(&secret).unwrap();
+    assert_eq!(user.capsule(open.id).unwrap(), open);
+    refused_call(&mut server, user.capsule(secret.id), 404, ErrorCode::NotFound);
+    assert_eq!(admin.capsule(secret.id).unwrap().metadata["k"], 1);
+    let hits = user.search_capsules(&SearchQuery { query: "webassembly".into(), limit: Some(5) }).unwrap();
+    assert_eq!(hits.data.len(), 1);
+    assert_eq!(hits.data[0].capsule.id, open.id);
+    assert!(hits.data[0].score.is_finite());
+    assert_eq!((hits.meta.total, hits.meta.page, hits.meta.per_page, hits.meta.pages), (1, 1, 5, 1));
+    let everything = SearchQuery { query: "webassembly".into(), limit: None };
+    assert_eq!(admin.search_capsules(&everything).unwrap().meta.total, 2);
 
     // Revocation: someone else's token is not yours to revoke; your own is, at once.
-    let other = admin.create_user("other", &["user"], "standard");
-    refused(&mut server, user.post("/api/v1/tokens/revoke", &json!({"token": other})), 404, "not_found");
-    assert_eq!(
-        user.post("/api/v1/tokens/revoke", &json!({"token": token})).data(200),
-        json!({"revoked": true})
-    );
+    let other = admin.user_token("other", &[Role::User], TrustLevel::Standard);
+    refused_call(&mut server, user.revoke_token(&other), 404, ErrorCode::NotFound);
+    assert!(user.revoke_token(&token).unwrap().revoked);
     refused(&mut server, user.get("/api/v1/overlays"), 401, "authentication_error");
-    assert_eq!(admin.post("/api/v1/tokens/revoke", &json!({"token": other})).data(200)["revoked"], true);
-    let revoked = server.api(&other).get("/api/v1/overlays");
-    refused(&mut server, revoked, 401, "authentication_error");
+    assert!(admin.revoke_token(&other).unwrap().revoked);
+    let revoked = server.api(&other).list_overlays(&ListQuery::default());
+    refused_call(&mut server, revoked, 401, ErrorCode::AuthenticationError);
 }
 
 #[test]
@@ -626,34 +634,27 @@ fn an_overlay_reads_and_writes_capsules_through_the_api() {
     let server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
     let insight = admin
-        .register_multipart(&fixture_text("capsule-insight.toml"), fixture_bytes("capsule-insight.wasm"))
-        .data(201);
-    assert_eq!(insight["requires_approval"], true, "capsule:write needs an admin's approval");
-    admin.post_empty(&format!("/api/v1/overlays/{}/activate", id(&insight))).data(200);
-    for content in ["Overlays run in WebAssembly sandboxes", "WebAssembly modules are verified by hash"] {
-        admin
-            .post(
-                "/api/v1/capsules",
-                &json!({"content": content, "type": "knowledge", "trust_level": "sandbox"}),
-            )
-            .data(201);
+        .register(fixture_text("capsule-insight.toml"), fixture_bytes("capsule-insight.wasm"), None)
+        .unwrap();
+    assert!(insight.requires_approval, "capsule:write needs an admin's approval");
+    admin.transition(insight.id, LifecycleAction::Activate, None).unwrap();
+    for (content, trust_level) in [
+        ("Overlays run in WebAssembly sandboxes", TrustLevel::Sandbox),
+        ("WebAssembly modules are verified by hash", TrustLevel::Sandbox),
+        ("WebAssembly secrets", TrustLevel::Core),
+    ] {
+        let capsule = NewCapsule { trust_level, ..NewCapsule::new(content, CapsuleType::Knowledge) };
+        admin.create_capsule(&capsule).unwrap();
     }
-    admin
-        .post(
-            "/api/v1/capsules",
-            &json!({"content": "WebAssembly secrets", "type": "knowledge", "trust_level": "core"}),
-        )
-        .data(201);
 
     let result =
-        admin.invoke(&id(&insight), "process", json!({"query": "webassembly", "limit": 5})).data(200);
-    assert_eq!(result["success"], true, "{result}");
-    assert_eq!(result["result"]["found"], 2, "the core capsule is above the overlay's sandbox trust");
-    let created = admin
-        .get(&format!("/api/v1/capsules/{}", result["result"]["insight_id"].as_str().unwrap()))
-        .data(200);
-    assert_eq!((&created["type"], &created["trust_level"]), (&json!("insight"), &json!("sandbox")));
-    assert_eq!(created["created_by_overlay"], insight["id"]);
+        admin.invoke(insight.id, &call("process", json!({"query": "webassembly", "limit": 5}))).unwrap();
+    assert!(result.success, "{result:?}");
+    let output = result.result.unwrap();
+    assert_eq!(output["found"], 2, "the core capsule is above the overlay's sandbox trust");
+    let created = admin.capsule(output["insight_id"].as_str().unwrap().parse().unwrap()).unwrap();
+    assert_eq!((created.capsule_type, created.trust_level), (CapsuleType::Insight, TrustLevel::Sandbox));
+    assert_eq!(created.created_by_overlay, Some(insight.id));
 }
 
 #[test]
@@ -661,28 +662,32 @@ fn sigterm_lets_invocations_finish_and_keeps_every_count() {
     let dir = tempfile::tempdir().unwrap();
     let server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
-    let echo = id(&admin.active_echo("echo", "0.1.0"));
-    let spin = admin.register_json(spin_manifest(1500), SPIN_WAT.as_bytes()).data(201);
-    admin.post_empty(&format!("/api/v1/overlays/{}/activate", id(&spin))).data(200);
+    let echo = admin.active_echo("echo", "0.1.0").id;
+    let spin = admin.register_json(spin_manifest(1500), SPIN_WAT.as_bytes(), None).unwrap().id;
+    admin.transition(spin, LifecycleAction::Activate, None).unwrap();
     for n in 0..25 {
-        admin.invoke(&echo, if n % 5 == 0 { "fail" } else { "process" }, json!({"n": n})).data(200);
+        admin.invoke(echo, &call(if n % 5 == 0 { "fail" } else { "process" }, json!({"n": n}))).unwrap();
     }
     let in_flight = {
-        let (api, spin) = (admin.clone(), id(&spin));
-        std::thread::spawn(move || api.invoke(&spin, "spin", json!({})))
+        let api = admin.clone();
+        std::thread::spawn(move || api.invoke(spin, &call("spin", json!({}))))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    await_in_flight(&server, 1);
 
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
-    let finished = in_flight.join().unwrap().data(200);
-    assert_eq!(finished["error_kind"], "timeout", "the call in flight ran to its end: {finished}");
+    let finished = in_flight.join().unwrap().unwrap();
+    assert_eq!(
+        finished.error_kind,
+        Some(ErrorKind::Timeout),
+        "the call in flight ran to its end: {finished:?}"
+    );
 
     let server = Launch::new(&data_dir(&dir)).start();
     let admin = server.admin();
-    let health = admin.health(&echo);
-    assert_eq!((&health["invocation_count"], &health["failure_count"]), (&json!(25), &json!(5)));
-    assert_eq!(admin.health(&id(&spin))["invocation_count"], 1);
+    let health = admin.health(echo);
+    assert_eq!((health.invocation_count, health.failure_count), (25, 5));
+    assert_eq!(admin.health(spin).invocation_count, 1);
     assert!(server.log().contains("shutting down"));
 }
 
@@ -690,19 +695,17 @@ fn sigterm_lets_invocations_finish_and_keeps_every_count() {
 fn the_admin_token_bootstrap_is_idempotent_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let first = Launch::new(&data_dir(&dir)).start();
-    first.admin().create_user("ursula", &["user"], "standard");
+    first.admin().user_token("ursula", &[Role::User], TrustLevel::Standard);
     assert!(first.terminate().success());
 
     let second = Launch::new(&data_dir(&dir)).start();
-    let created =
-        second.admin().post("/api/v1/users", &json!({"name": "victor", "roles": ["operator"]})).data(201);
-    assert_eq!(created["user"]["name"], "victor");
+    second.admin().user_token("victor", &[Role::Operator], TrustLevel::Standard);
     assert!(second.terminate().success());
 
     let rotated = "fgo_a-second-admin-token-for-the-same-admin";
     let third = Launch::new(&data_dir(&dir)).env("FORGE_ADMIN_TOKEN", rotated).start();
-    third.api(rotated).create_user("walter", &["user"], "standard");
-    third.admin().create_user("xena", &["user"], "standard");
+    third.api(rotated).user_token("walter", &[Role::User], TrustLevel::Standard);
+    third.admin().user_token("xena", &[Role::User], TrustLevel::Standard);
     assert!(third.terminate().success());
 
     let weak = Launch::new(&data_dir(&dir)).without_admin_token().env("FORGE_ADMIN_TOKEN", "short");
@@ -737,24 +740,20 @@ fn token_create_mints_working_tokens_offline() {
 
     let mut server = Launch::new(&data_dir(&dir)).without_admin_token().start();
     let admin = server.api(&admin_token);
-    let overlay = admin.register_multipart(&fixture_text("echo.toml"), fixture_bytes("echo.wasm")).data(201);
-    admin.post_empty(&format!("/api/v1/overlays/{}/activate", id(&overlay))).data(200);
+    let overlay = admin.register(fixture_text("echo.toml"), fixture_bytes("echo.wasm"), None).unwrap();
+    admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap();
     let carol = server.api(&user_token);
-    assert_eq!(carol.invoke(&id(&overlay), "process", json!({})).data(200)["success"], true);
-    let body = refused(
-        &mut server,
-        carol.post_empty(&format!("/api/v1/overlays/{}/deprecate", id(&overlay))),
-        403,
-        "authorization_error",
-    );
-    assert!(body["message"].as_str().unwrap().contains("admin"));
-    let unknown = server.admin().get("/api/v1/overlays");
-    refused(&mut server, unknown, 401, "authentication_error");
+    assert!(carol.invoke(overlay.id, &call("process", json!({}))).unwrap().success);
+    let deprecated = carol.transition(overlay.id, LifecycleAction::Deprecate, None);
+    let body = refused_call(&mut server, deprecated, 403, ErrorCode::AuthorizationError);
+    assert!(body.message.contains("admin"));
+    let unknown = server.admin().list_overlays(&ListQuery::default());
+    refused_call(&mut server, unknown, 401, ErrorCode::AuthenticationError);
 
     // Minted while the server runs: the server finds it on first use.
     let late = token_create(&data_dir(&dir), &["--role", "operator", "--name", "olga"]);
     let late = String::from_utf8(late.stdout).unwrap().trim().to_owned();
-    assert_eq!(server.api(&late).get("/api/v1/overlays").status, 200);
+    assert_eq!(server.api(&late).list_overlays(&ListQuery::default()).unwrap().meta.total, 1);
 }
 
 /// The scale-out deployment: PostgreSQL for metadata, an S3 bucket for binaries, two server
@@ -779,10 +778,10 @@ fn postgres_and_s3_serve_the_same_flow_across_two_processes() {
             .start()
     };
     let (one, two) = (launch("one"), launch("two"));
-    let echo = id(&one.admin().active_echo("echo", "0.1.0"));
+    let echo = one.admin().active_echo("echo", "0.1.0").id;
     for n in 0..10 {
         let node = if n % 2 == 0 { &one } else { &two };
-        assert_eq!(node.admin().invoke(&echo, "process", json!({"n": n})).data(200)["success"], true);
+        assert!(node.admin().invoke(echo, &call("process", json!({"n": n}))).unwrap().success);
     }
     assert!(one.terminate().success());
     assert!(two.terminate().success());
@@ -793,13 +792,12 @@ fn postgres_and_s3_serve_the_same_flow_across_two_processes() {
 
     let again = launch("three");
     let admin = again.admin();
-    assert_eq!(admin.health(&echo)["invocation_count"], 10, "both processes' counts are in PostgreSQL");
-    assert_eq!(admin.invoke(&echo, "process", json!({})).data(200)["success"], true, "the binary is in S3");
-    let capsule = admin
-        .post("/api/v1/capsules", &json!({"content": "shared knowledge", "type": "knowledge"}))
-        .data(201);
-    assert_eq!(admin.get("/api/v1/capsules?query=shared").body["data"][0]["capsule"]["id"], capsule["id"]);
-    assert_eq!(admin.delete(&format!("/api/v1/overlays/{echo}")).status, 204);
+    assert_eq!(admin.health(echo).invocation_count, 10, "both processes' counts are in PostgreSQL");
+    assert!(admin.invoke(echo, &call("process", json!({}))).unwrap().success, "the binary is in S3");
+    let capsule = admin.create_capsule(&NewCapsule::new("shared knowledge", CapsuleType::Knowledge)).unwrap();
+    let hits = admin.search_capsules(&SearchQuery { query: "shared".into(), limit: None }).unwrap();
+    assert_eq!(hits.data[0].capsule.id, capsule.id);
+    admin.delete_overlay(echo, None).unwrap();
     assert!(again.terminate().success());
     runtime.block_on(async move { drop(db) });
 }

@@ -4,6 +4,7 @@
 //! trust levels, invocations and results, capsules, users and the audit trail, and the one error
 //! type with Forge's wire body.
 
+pub mod api;
 pub mod audit;
 pub mod capability;
 pub mod capsule;

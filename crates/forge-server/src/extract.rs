@@ -3,13 +3,13 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::wire::RegisterJson;
 use axum::body::HttpBody;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use base64::Engine;
 use bytes::Bytes;
+use forge_model::api::RegisterJson;
 use forge_model::{FieldError, ForgeError, OverlayManifest, Principal};
 use forge_service::Registration;
 use serde::de::DeserializeOwned;

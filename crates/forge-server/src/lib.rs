@@ -4,8 +4,8 @@
 //! - [`ServerConfig`]: every setting, from defaults, a TOML file, `FORGE_*` variables and flags.
 //! - [`Server`]: opens storage, installs the bootstrap admin token, binds, serves, and stops
 //!   gracefully (finishing requests in flight, then writing every metric).
-//! - [`app`]: the routes under `/api/v1` (bearer tokens), `/health` and `/metrics` (open), and the
-//!   OpenAPI document generated from the handlers at `/api/v1/openapi.json`.
+//! - [`app`]: the routes under `/api/v1` (bearer tokens), and open without a token: `/health`,
+//!   `/metrics` and the OpenAPI document generated from the handlers at `/api/v1/openapi.json`.
 //!
 //! Handlers stay small: extractors in, `Result<(StatusCode, Json<_>), ApiError>` out. Every refusal,
 //! the service's or the framework's, becomes the standard body `{"code", "message", "details"}` in

@@ -3,22 +3,26 @@
 //! Each command is one request (two when an overlay is named `NAME@VERSION` and the endpoint wants
 //! its id). Human output by default; `--json` prints the response's `data` for scripts.
 
-pub mod api;
+mod failure;
 pub mod render;
 
-use api::{Api, EXIT_REFUSED, Failure, OverlayRef, Reply};
+pub use failure::Failure;
+
+use crate::input;
 use clap::{Args, Subcommand};
+use failure::EXIT_REFUSED;
+use forge_client::Client;
+use forge_model::api::{ListQuery, PageQuery, SearchQuery, TrustLevelBody};
 use forge_model::manifest::limits::ENTRY_POINT_DEFAULT;
 use forge_model::{
-    AuditEvent, CapabilityName, CapsuleHit, CapsuleType, LifecycleAction, Overlay, OverlayFilter,
-    OverlayInvocation, OverlayResult, OverlayState, Role, TrustLevel, User,
+    CapabilityName, CapsuleType, LifecycleAction, NewCapsule, NewUser, Overlay, OverlayFilter,
+    OverlayInvocation, OverlayState, Role, TrustLevel,
 };
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{Map, Value};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use uuid::Uuid;
 
 const EXIT_CODES: &str = "\
@@ -84,6 +88,52 @@ pub struct Paging {
     /// Items per page (at most 100).
     #[arg(long)]
     pub per_page: Option<u32>,
+}
+
+impl Paging {
+    pub fn query(&self) -> PageQuery {
+        PageQuery { page: self.page, per_page: self.per_page }
+    }
+}
+
+/// An overlay named on the command line: its id, or `NAME@VERSION`.
+#[derive(Debug, Clone)]
+pub enum OverlayRef {
+    Id(Uuid),
+    Version { name: String, version: String },
+}
+
+impl FromStr for OverlayRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(id) = s.parse() {
+            return Ok(OverlayRef::Id(id));
+        }
+        match s.rsplit_once('@') {
+            Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+                Ok(OverlayRef::Version { name: name.into(), version: version.into() })
+            }
+            _ => Err(format!("`{s}` is neither an overlay id (UUID) nor NAME@VERSION")),
+        }
+    }
+}
+
+impl OverlayRef {
+    fn fetch(&self, client: &Client) -> Result<Overlay, Failure> {
+        Ok(match self {
+            OverlayRef::Id(id) => client.overlay(*id)?,
+            OverlayRef::Version { name, version } => client.overlay_by_name_version(name, version)?,
+        })
+    }
+
+    /// The overlay's id (one request for `NAME@VERSION`).
+    fn resolve(&self, client: &Client) -> Result<Uuid, Failure> {
+        match self {
+            OverlayRef::Id(id) => Ok(*id),
+            named => Ok(named.fetch(client)?.id),
+        }
+    }
 }
 
 /// An overlay (its id or NAME@VERSION) and why an action is taken.
@@ -188,7 +238,7 @@ pub struct InvokeArgs {
     #[arg(long, default_value = ENTRY_POINT_DEFAULT)]
     function: String,
     /// The arguments, a JSON object.
-    #[arg(long, default_value = "{}", value_parser = json_object)]
+    #[arg(long, default_value = "{}", value_parser = input::json_object)]
     args: Map<String, Value>,
     /// Wall-clock limit of this call in ms (100..=30000), below the manifest's max_execution_ms.
     #[arg(long)]
@@ -208,7 +258,7 @@ pub enum CapsuleCommand {
         #[arg(long)]
         trust_level: Option<TrustLevel>,
         /// Metadata, a JSON object.
-        #[arg(long, value_parser = json_object)]
+        #[arg(long, value_parser = input::json_object)]
         metadata: Option<Map<String, Value>>,
     },
     /// Show one capsule.
@@ -238,20 +288,24 @@ pub enum UserCommand {
 }
 
 pub fn overlay(args: OverlayArgs) -> ExitCode {
-    run(&args.connection, |api, out| overlay_command(api, out, args.command))
+    run(&args.connection, |client, out| overlay_command(client, out, args.command))
 }
 
 pub fn capsule(args: CapsuleArgs) -> ExitCode {
-    run(&args.connection, |api, out| capsule_command(api, out, args.command))
+    run(&args.connection, |client, out| capsule_command(client, out, args.command))
 }
 
 pub fn user(args: UserArgs) -> ExitCode {
-    run(&args.connection, |api, out| user_command(api, out, args.command))
+    run(&args.connection, |client, out| user_command(client, out, args.command))
 }
 
-fn run(connection: &Connection, command: impl FnOnce(&Api, Output) -> Result<ExitCode, Failure>) -> ExitCode {
-    Api::new(&connection.url, connection.token.clone())
-        .and_then(|api| command(&api, Output { json: connection.json }))
+fn run(
+    connection: &Connection,
+    command: impl FnOnce(&Client, Output) -> Result<ExitCode, Failure>,
+) -> ExitCode {
+    Client::new(&connection.url, connection.token.clone())
+        .map_err(Failure::from)
+        .and_then(|client| command(&client, Output { json: connection.json }))
         .unwrap_or_else(|failure| failure.report())
 }
 
@@ -262,36 +316,29 @@ struct Output {
 }
 
 impl Output {
-    /// Prints the answer's data as JSON, or as `T` through its human renderer.
-    fn show<T: DeserializeOwned>(
-        self,
-        reply: &Reply,
-        render: impl FnOnce(&T) -> String,
-    ) -> Result<(), Failure> {
+    /// Prints the answer's data as JSON, or through its human renderer.
+    fn show<T: Serialize + ?Sized>(self, data: &T, render: impl FnOnce(&T) -> String) {
         if self.json {
-            if !reply.data.is_null() {
-                println!("{}", serde_json::to_string_pretty(&reply.data).expect("JSON values serialise"));
-            }
+            println!("{}", serde_json::to_string_pretty(data).expect("model types serialise"));
         } else {
-            print!("{}", render(&reply.parse()?));
+            print!("{}", render(data));
         }
-        Ok(())
     }
 }
 
-fn overlay_command(api: &Api, out: Output, command: OverlayCommand) -> Result<ExitCode, Failure> {
+fn overlay_command(client: &Client, out: Output, command: OverlayCommand) -> Result<ExitCode, Failure> {
     use LifecycleAction as A;
     use OverlayCommand as C;
     match command {
         C::Register { wasm, manifest, source_hash } => {
-            let manifest = String::from_utf8(read(&manifest)?)
-                .map_err(|_| Failure::Usage(format!("{} is not UTF-8 text", manifest.display())))?;
-            out.show(&api.register(manifest, read(&wasm)?, source_hash)?, render::overlay)
+            let manifest = input::read_text(&manifest).map_err(Failure::Usage)?;
+            let wasm = input::read(&wasm).map_err(Failure::Usage)?;
+            out.show(&client.register(manifest, wasm, source_hash)?, render::overlay);
         }
         C::List { state, submitter, name, capability, paging } => {
             let filter = OverlayFilter { state, submitter, name, capability };
-            let reply = api.list_overlays(&filter, &paging)?;
-            out.show(&reply, |items: &Vec<Overlay>| render::overlays(items, reply.meta.as_ref()))
+            let list = client.list_overlays(&ListQuery::new(filter, paging.query()))?;
+            out.show(&list.data[..], |items| render::overlays(items, Some(&list.meta)));
         }
         C::Show { overlay, name, version } => {
             let overlay = match (overlay, name, version) {
@@ -299,104 +346,86 @@ fn overlay_command(api: &Api, out: Output, command: OverlayCommand) -> Result<Ex
                 (None, Some(name), Some(version)) => OverlayRef::Version { name, version },
                 _ => unreachable!("clap requires an overlay or both --name and --version"),
             };
-            out.show(&api.overlay(&overlay)?, render::overlay)
+            out.show(&overlay.fetch(client)?, render::overlay);
         }
-        C::Activate(args) => transition(api, out, A::Activate, args),
-        C::Suspend(args) => transition(api, out, A::Suspend, args),
-        C::Resume(args) => transition(api, out, A::Resume, args),
-        C::Quarantine(args) => transition(api, out, A::Quarantine, args),
-        C::Release(args) => transition(api, out, A::Release, args),
-        C::Deprecate(args) => transition(api, out, A::Deprecate, args),
+        C::Activate(args) => transition(client, out, A::Activate, args)?,
+        C::Suspend(args) => transition(client, out, A::Suspend, args)?,
+        C::Resume(args) => transition(client, out, A::Resume, args)?,
+        C::Quarantine(args) => transition(client, out, A::Quarantine, args)?,
+        C::Release(args) => transition(client, out, A::Release, args)?,
+        C::Deprecate(args) => transition(client, out, A::Deprecate, args)?,
         C::Delete(args) => {
-            let id = api.resolve(&args.overlay)?;
-            api.delete(id, args.reason.as_deref())?;
+            let id = args.overlay.resolve(client)?;
+            client.delete_overlay(id, args.reason)?;
             if !out.json {
                 println!("Deleted overlay {id}; its audit trail stays.");
             }
-            Ok(())
         }
-        C::Invoke(args) => return invoke(api, out, args),
-        C::Health { overlay } => out.show(&api.health(api.resolve(&overlay)?)?, render::health),
+        C::Invoke(args) => return invoke(client, out, args),
+        C::Health { overlay } => out.show(&client.overlay_health(overlay.resolve(client)?)?, render::health),
         C::Events { overlay, paging } => {
-            let reply = api.events(api.resolve(&overlay)?, &paging)?;
-            out.show(&reply, |items: &Vec<AuditEvent>| render::events(items, reply.meta.as_ref()))
+            let list = client.events(overlay.resolve(client)?, paging.query())?;
+            out.show(&list.data[..], |items| render::events(items, Some(&list.meta)));
         }
         C::Trust { overlay, level, reason } => {
-            let reply = api.set_trust_level(api.resolve(&overlay)?, level, reason.as_deref())?;
-            out.show(&reply, |o: &Overlay| {
+            let body = TrustLevelBody { trust_level: level, reason };
+            let overlay = client.set_trust_level(overlay.resolve(client)?, &body)?;
+            out.show(&overlay, |o| {
                 format!("{}@{} now has trust level {}.\n", o.manifest.name, o.manifest.version, o.trust_level)
-            })
+            });
         }
-    }?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn transition(api: &Api, out: Output, action: LifecycleAction, args: ActionArgs) -> Result<(), Failure> {
-    let reply = api.transition(api.resolve(&args.overlay)?, action, args.reason.as_deref())?;
-    out.show(&reply, |o: &Overlay| {
+fn transition(
+    client: &Client,
+    out: Output,
+    action: LifecycleAction,
+    args: ActionArgs,
+) -> Result<(), Failure> {
+    let overlay = client.transition(args.overlay.resolve(client)?, action, args.reason)?;
+    out.show(&overlay, |o| {
         format!("{}@{} ({}) is now {}.\n", o.manifest.name, o.manifest.version, o.id, o.state)
-    })
+    });
+    Ok(())
 }
 
 /// Prints the result whether or not the overlay succeeded; a failed overlay exits 1.
-fn invoke(api: &Api, out: Output, args: InvokeArgs) -> Result<ExitCode, Failure> {
+fn invoke(client: &Client, out: Output, args: InvokeArgs) -> Result<ExitCode, Failure> {
     let invocation =
         OverlayInvocation { function: args.function, args: args.args, timeout_ms: args.timeout_ms };
-    let reply = match (&args.overlay, &args.name) {
-        (Some(overlay), _) => api.invoke(api.resolve(overlay)?, &invocation)?,
-        (None, Some(name)) => api.invoke_by_name(name, &invocation)?,
+    let result = match (&args.overlay, &args.name) {
+        (Some(overlay), _) => client.invoke(overlay.resolve(client)?, &invocation)?,
+        (None, Some(name)) => client.invoke_by_name(name, &invocation)?,
         (None, None) => unreachable!("clap requires an overlay or --name"),
     };
-    let result: OverlayResult = reply.parse()?;
-    out.show(&reply, render::result)?;
+    out.show(&result, render::result);
     Ok(if result.success { ExitCode::SUCCESS } else { ExitCode::from(EXIT_REFUSED) })
 }
 
-fn capsule_command(api: &Api, out: Output, command: CapsuleCommand) -> Result<ExitCode, Failure> {
+fn capsule_command(client: &Client, out: Output, command: CapsuleCommand) -> Result<ExitCode, Failure> {
     match command {
         CapsuleCommand::Add { content, capsule_type, trust_level, metadata } => {
-            let content = if content == "-" { read_stdin()? } else { content };
-            let reply = api.add_capsule(&content, capsule_type, trust_level, metadata.as_ref())?;
-            out.show(&reply, render::capsule)?;
+            let content = if content == "-" { input::read_stdin().map_err(Failure::Usage)? } else { content };
+            let mut capsule = NewCapsule::new(content, capsule_type);
+            capsule.trust_level = trust_level.unwrap_or(capsule.trust_level);
+            capsule.metadata = metadata.unwrap_or_default();
+            out.show(&client.create_capsule(&capsule)?, render::capsule);
         }
-        CapsuleCommand::Get { id } => out.show(&api.capsule(id)?, render::capsule)?,
+        CapsuleCommand::Get { id } => out.show(&client.capsule(id)?, render::capsule),
         CapsuleCommand::Search { query, limit } => {
-            out.show(&api.search_capsules(&query, limit)?, |hits: &Vec<CapsuleHit>| render::hits(hits))?
+            let hits = client.search_capsules(&SearchQuery { query, limit })?;
+            out.show(&hits.data[..], render::hits);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn user_command(api: &Api, out: Output, command: UserCommand) -> Result<ExitCode, Failure> {
+fn user_command(client: &Client, out: Output, command: UserCommand) -> Result<ExitCode, Failure> {
     let UserCommand::Create { name, roles, trust_level } = command;
-    #[derive(Deserialize)]
-    struct Created {
-        user: User,
-        token: String,
-    }
-    out.show(&api.create_user(&name, &roles, trust_level)?, |c: &Created| {
-        render::created_user(&c.user, &c.token)
-    })?;
+    let mut user = NewUser::new(name, roles);
+    user.trust_level = trust_level.unwrap_or(user.trust_level);
+    out.show(&client.create_user(&user)?, |created| render::created_user(&created.user, &created.token));
     Ok(ExitCode::SUCCESS)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
-}
-
-fn read_stdin() -> Result<String, Failure> {
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::Usage(format!("cannot read standard input: {e}")))?;
-    Ok(text)
-}
-
-/// Parses a flag's value as a JSON object (`--args`, `--metadata`).
-fn json_object(text: &str) -> Result<Map<String, Value>, String> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(r#"must be a JSON object, e.g. '{"text": "hello"}'"#.into()),
-        Err(e) => Err(format!("not valid JSON: {e}")),
-    }
 }

@@ -1,9 +1,9 @@
 //! Human output: one renderer per record kind; aligned key/value rows for a record, tables for lists.
 //! Renderers return text, so the client commands print it as it is and `demo` can indent it.
 
-use super::api::Meta;
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{ContentArrangement, Table};
+use forge_model::api::Meta;
 use forge_model::{AuditEvent, Capsule, CapsuleHit, HealthReport, Overlay, OverlayResult, User};
 use serde::Serialize;
 use std::fmt::{Display, Write};

@@ -1,13 +1,21 @@
-//! Harness for end-to-end tests: the real `forge-overlay serve` as a child process, and a small HTTP
-//! client that checks statuses and the standard error body.
+//! Harness for end-to-end tests: the real `forge-overlay serve` as a child process, spoken to with
+//! the one client, forge-client: its typed methods, and its raw requests for what only a broken
+//! client would send (checked for status and the standard error body).
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
-use reqwest::Method;
-use reqwest::blocking::{Client, RequestBuilder, Response, multipart};
+use forge_client::{Client, Error};
+use forge_model::api::{ListQuery, PageQuery};
+use forge_model::{
+    ErrorCode, ForgeError, HealthReport, LifecycleAction, NewUser, Overlay, OverlayInvocation, Role,
+    TrustLevel,
+};
+use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use std::fmt::Debug;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -142,8 +150,7 @@ impl ServerProcess {
     /// Panics unless the process is still running and answers `/health`.
     pub fn assert_serving(&mut self) {
         assert!(self.child.try_wait().unwrap().is_none(), "the server exited");
-        let health = self.anonymous().get("/health");
-        assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
+        assert_eq!(self.anonymous().server_health().unwrap().status, "ok");
     }
 
     /// SIGTERM, then the exit status.
@@ -190,15 +197,22 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A client of one server, with or without a token.
+/// A client of one server, with or without a token: forge-client's typed methods, and raw requests
+/// answered as [`Reply`].
 #[derive(Clone)]
 pub struct Api {
     client: Client,
-    base: String,
-    token: Option<String>,
 }
 
-/// An answer: status, headers and body (JSON, or the text as a JSON string).
+impl Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// A raw answer: status, headers and body (JSON, or the text as a JSON string).
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -240,21 +254,30 @@ impl Reply {
     }
 }
 
+/// Asserts that a typed call was refused with `status` and `code`; returns the error body.
+pub fn refusal<T: Debug>(result: Result<T, Error>, status: u16, code: ErrorCode) -> ForgeError {
+    match result {
+        Err(Error::Refused { status: got, error, .. }) => {
+            assert_eq!((got.as_u16(), error.code), (status, code), "{error:?}");
+            assert!(!error.message.is_empty());
+            error
+        }
+        other => panic!("expected a {status} refusal, got {other:?}"),
+    }
+}
+
+/// An invocation of `function` with `args` (a JSON object).
+pub fn call(function: &str, args: Value) -> OverlayInvocation {
+    let Value::Object(args) = args else { panic!("args must be an object: {args}") };
+    OverlayInvocation::new(function, args)
+}
+
 impl Api {
     pub fn new(base: &str, token: Option<&str>) -> Api {
-        let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        Api { client, base: base.to_owned(), token: token.map(str::to_owned) }
+        Api { client: Client::new(base, token.map(str::to_owned)).unwrap() }
     }
 
-    /// A request with this client's token.
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let request = self.client.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
+    /// Sends a raw request (from [`Client::request`]) and returns the answer, whatever it is.
     pub fn send(&self, request: RequestBuilder) -> Reply {
         self.try_send(request).unwrap()
     }
@@ -265,74 +288,52 @@ impl Api {
     }
 
     pub fn get(&self, path: &str) -> Reply {
-        self.send(self.request(Method::GET, path))
+        self.send(self.request(reqwest::Method::GET, path))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(self.request(Method::POST, path).json(body))
+        self.send(self.request(reqwest::Method::POST, path).json(body))
     }
 
     pub fn post_empty(&self, path: &str) -> Reply {
-        self.send(self.request(Method::POST, path))
+        self.send(self.request(reqwest::Method::POST, path))
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Reply {
-        self.send(self.request(Method::PUT, path).json(body))
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
     }
 
     pub fn delete(&self, path: &str) -> Reply {
-        self.send(self.request(Method::DELETE, path))
-    }
-
-    /// Registers a module with its manifest (TOML text) as multipart.
-    pub fn register_multipart(&self, manifest_toml: &str, wasm: Vec<u8>) -> Reply {
-        let form = multipart::Form::new()
-            .text("manifest", manifest_toml.to_owned())
-            .part("wasm", multipart::Part::bytes(wasm).file_name("overlay.wasm"));
-        self.send(self.request(Method::POST, "/api/v1/overlays").multipart(form))
-    }
-
-    /// Registers a module with its manifest (a JSON object, or TOML/JSON text) as JSON.
-    pub fn register_json(&self, manifest: Value, wasm: &[u8]) -> Reply {
-        use base64::Engine;
-        let wasm_base64 = base64::engine::general_purpose::STANDARD.encode(wasm);
-        self.post("/api/v1/overlays", &json!({"manifest": manifest, "wasm_base64": wasm_base64}))
+        self.send(self.request(reqwest::Method::DELETE, path))
     }
 
     /// Registers `echo.wasm` as `name@version` and activates it (as this client, so an admin).
-    pub fn active_echo(&self, name: &str, version: &str) -> Value {
-        let overlay =
-            self.register_multipart(&echo_manifest(name, version), fixture_bytes("echo.wasm")).data(201);
-        self.post_empty(&format!("/api/v1/overlays/{}/activate", overlay["id"].as_str().unwrap())).data(200)
+    pub fn active_echo(&self, name: &str, version: &str) -> Overlay {
+        let overlay = self.register(echo_manifest(name, version), fixture_bytes("echo.wasm"), None).unwrap();
+        self.transition(overlay.id, LifecycleAction::Activate, None).unwrap()
     }
 
-    pub fn invoke(&self, id: &str, function: &str, args: Value) -> Reply {
-        self.post(&format!("/api/v1/overlays/{id}/invoke"), &json!({"function": function, "args": args}))
-    }
-
-    pub fn health(&self, id: &str) -> Value {
-        self.get(&format!("/api/v1/overlays/{id}/health")).data(200)
+    pub fn health(&self, id: uuid::Uuid) -> HealthReport {
+        self.overlay_health(id).unwrap()
     }
 
     /// Creates a user with `roles` and `trust` (as this client, an admin); returns its token.
-    pub fn create_user(&self, name: &str, roles: &[&str], trust: &str) -> String {
-        let created = self
-            .post("/api/v1/users", &json!({"name": name, "roles": roles, "trust_level": trust}))
-            .data(201);
-        assert_eq!(created["user"]["name"], name);
-        created["token"].as_str().unwrap().to_owned()
+    pub fn user_token(&self, name: &str, roles: &[Role], trust: TrustLevel) -> String {
+        let user = NewUser { trust_level: trust, ..NewUser::new(name, roles.to_vec()) };
+        let created = self.client.create_user(&user).unwrap();
+        assert_eq!(created.user.name, name);
+        created.token
     }
 }
 
 /// Every overlay on the server, through the paged list.
-pub fn all_overlays(api: &Api) -> Vec<Value> {
+pub fn all_overlays(api: &Api) -> Vec<Overlay> {
     let mut overlays = Vec::new();
     for page in 1.. {
-        let reply = api.get(&format!("/api/v1/overlays?page={page}&per_page=100"));
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let pages = reply.body["meta"]["pages"].as_u64().unwrap();
-        overlays.extend(reply.body["data"].as_array().unwrap().iter().cloned());
-        if page >= pages {
+        let query = ListQuery::new(Default::default(), PageQuery { page: Some(page), per_page: Some(100) });
+        let list = api.list_overlays(&query).unwrap();
+        overlays.extend(list.data);
+        if page >= list.meta.pages {
             break;
         }
     }

@@ -3,10 +3,10 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
-use crate::wire::{Data, List, SearchQuery};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use forge_model::api::{Data, List, SearchQuery};
 use forge_model::{Capsule, CapsuleHit, ForgeError, NewCapsule, Page, PageRequest};
 use std::sync::Arc;
 use uuid::Uuid;

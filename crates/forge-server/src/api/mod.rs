@@ -15,7 +15,7 @@ use bytes::Bytes;
 use forge_model::{ForgeError, LifecycleAction};
 use forge_service::OverlayService;
 use std::sync::Arc;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,8 +28,9 @@ pub const PREFIX: &str = "/api/v1";
 #[openapi(
     info(
         title = "Forge Overlay Runtime",
-        description = "Registers and runs WebAssembly overlays. Every route under /api/v1 takes \
-            `Authorization: Bearer <token>`; every refusal has the body `{code, message, details}`."
+        description = "Registers and runs WebAssembly overlays. Every route under /api/v1 but this \
+            document takes `Authorization: Bearer <token>`; every refusal has the body \
+            `{code, message, details}`."
     ),
     // Schemas that only path parameters use are referred to but not collected with the paths.
     components(schemas(LifecycleAction)),
@@ -58,7 +59,8 @@ impl Modify for BearerTokens {
     }
 }
 
-/// Adds the 401 answer to every operation under [`PREFIX`] (run after the paths are collected).
+/// Adds the 401 answer to every operation that takes a token: all but those declared open with
+/// `security(())` (run after the paths are collected).
 fn document_authentication(openapi: &mut Document) {
     let unauthorized = ResponseBuilder::new()
         .description("Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)")
@@ -67,9 +69,13 @@ fn document_authentication(openapi: &mut Document) {
             ContentBuilder::new().schema(Some(Ref::from_schema_name(ForgeError::name()))).build(),
         )
         .build();
-    for (_, item) in openapi.paths.paths.iter_mut().filter(|(path, _)| path.starts_with(PREFIX)) {
+    let open = SecurityRequirement::default();
+    for item in openapi.paths.paths.values_mut() {
         let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
         for operation in operations.into_iter().flatten() {
+            if operation.security.as_ref().is_some_and(|required| required.contains(&open)) {
+                continue;
+            }
             operation.responses.responses.insert("401".into(), unauthorized.clone().into());
         }
     }
@@ -207,7 +213,11 @@ mod tests {
         let invoke = &json["paths"]["/api/v1/overlays/{id}/invoke"]["post"];
         assert!(invoke["responses"]["401"].is_object(), "authenticated routes document 401");
         assert!(invoke["responses"]["429"]["headers"]["Retry-After"].is_object());
-        assert!(json["paths"]["/health"]["get"]["responses"]["401"].is_null(), "/health is open");
+        for open in ["/health", "/metrics", "/api/v1/openapi.json"] {
+            let operation = &json["paths"][open]["get"];
+            assert!(operation["responses"]["401"].is_null(), "{open} is open");
+            assert_eq!(operation["security"], serde_json::json!([{}]), "{open} needs no token");
+        }
         assert_eq!(json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     }
 

@@ -3,13 +3,13 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, OptionalJson, RegisterBody};
-use crate::wire::{
-    Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, RegisterMultipart,
-    TrustLevelBody,
-};
+use crate::wire::RegisterMultipart;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use forge_model::api::{
+    Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, TrustLevelBody,
+};
 use forge_model::{
     AuditEvent, ForgeError, HealthReport, LifecycleAction, Overlay, OverlayInvocation, OverlayResult,
 };

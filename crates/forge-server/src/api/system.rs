@@ -1,19 +1,18 @@
-//! Unauthenticated probes (`/health`, `/metrics`) and the API's own description.
+//! What answers without a token: the probes (`/health`, `/metrics`) and the API's own description.
 
 use crate::AppState;
-use crate::extract::Caller;
-use crate::wire::ServerHealth;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use forge_model::api::ServerHealth;
 use std::sync::Arc;
 
 /// Liveness: answers while the process serves. No token needed.
 #[utoipa::path(get, path = "/health", tag = "system", security(()),
     responses((status = 200, description = "Serving", body = ServerHealth)))]
 pub async fn health() -> Json<ServerHealth> {
-    Json(ServerHealth { status: "ok", version: env!("CARGO_PKG_VERSION") })
+    Json(ServerHealth { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
 /// Prometheus metrics: invocations and failures by overlay and outcome, durations, fuel,
@@ -28,9 +27,10 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
-/// This document: OpenAPI 3.1, generated from the handlers.
-#[utoipa::path(get, path = "/openapi.json", tag = "system",
+/// This document: OpenAPI 3.1, generated from the handlers. No token needed: client generators and
+/// API fuzzers fetch it without credentials, as from FastAPI and the like.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json")))]
-pub async fn openapi(State(app): State<Arc<AppState>>, _caller: Caller) -> impl IntoResponse {
+pub async fn openapi(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], app.openapi.clone())
 }

@@ -3,12 +3,12 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
-use crate::wire::{CreatedUser, Data, RevokeBody, Revoked};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use forge_model::ForgeError;
 use forge_model::NewUser;
+use forge_model::api::{CreatedUser, Data, RevokeBody, Revoked};
 use std::sync::Arc;
 
 /// Create a user (admin); the answer holds its API token, shown this once.

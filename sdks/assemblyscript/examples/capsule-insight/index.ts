@@ -78,7 +78,7 @@ function insight(query: string, hits: SearchHit[]): NewCapsule {
   }
   const capsule = new NewCapsule("insight", content);
   capsule.metadata.set<string>("query", query);
-  capsule.metadata.set<string[]>("source_capsule_ids", sources);
+  capsule.metadata.set<JSON.Raw>("source_capsule_ids", new JSON.Raw(JSON.stringify<string[]>(sources)));
   return capsule;
 }
 

@@ -22,7 +22,7 @@ const MANIFEST: &str = r#"
 capabilities = ["capsule:read", "capsule:write",
                 { name = "network:http", constraints = { hosts = ["api.example.com"] } }]
 entry_points = ["log", "fail", "read", "search", "create", "http"]
-# json-as initialises its tables in `_initialize`, which takes most of a million units of fuel.
+# json-as initialises its tables in `_initialize`, which takes over a million units of fuel.
 max_fuel = 20000000
 "#;
 

@@ -6,6 +6,8 @@
 #   fixtures/wasm/<overlay name>.toml     the example's overlay.toml
 #   fixtures/wasm/text-stats-wasip1.wasm  text-stats built for wasm32-wasip1 (a WASI reactor)
 #
+# then scripts/build-sdk-fixtures.sh builds the C and AssemblyScript examples the same way.
+#
 # Idempotent: run it again after changing the SDK or an example and commit what changed. Honours
 # CARGO_TARGET_DIR (cargo metadata reports where the artifacts go) and adds missing rustup targets.
 #
@@ -77,3 +79,6 @@ done
 for example in "${wasi_examples[@]}"; do
     copy wasm32-wasip1 "$example" "$(overlay_name "examples/$example/overlay.toml")-wasip1"
 done
+
+# The C and AssemblyScript SDKs' examples and test guests.
+"$repo/scripts/build-sdk-fixtures.sh"

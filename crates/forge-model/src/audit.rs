@@ -1,10 +1,57 @@
 //! The audit trail: who did what to which overlay, and why.
 
-use crate::state::OverlayState;
+use crate::names::wire_names;
+use crate::state::{LifecycleAction, OverlayState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+/// What an audit event records. Snake case on the wire; the lifecycle actions keep their own names.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AuditAction {
+    Register,
+    Activate,
+    Suspend,
+    Resume,
+    Quarantine,
+    Release,
+    Deprecate,
+    /// Quarantined by the service because it failed too often.
+    AutoQuarantine,
+    SetTrustLevel,
+    Delete,
+}
+
+wire_names!(AuditAction, "audit action");
+
+impl From<LifecycleAction> for AuditAction {
+    fn from(action: LifecycleAction) -> Self {
+        match action {
+            LifecycleAction::Activate => AuditAction::Activate,
+            LifecycleAction::Suspend => AuditAction::Suspend,
+            LifecycleAction::Resume => AuditAction::Resume,
+            LifecycleAction::Quarantine => AuditAction::Quarantine,
+            LifecycleAction::Release => AuditAction::Release,
+            LifecycleAction::Deprecate => AuditAction::Deprecate,
+        }
+    }
+}
 
 /// One recorded action on an overlay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,9 +61,7 @@ pub struct AuditEvent {
     pub overlay_id: Uuid,
     /// The principal's name, or `system` for automatic actions.
     pub actor: String,
-    /// `register`, a lifecycle action (`activate`, `suspend`, ...), `auto_quarantine`, `set_trust_level`,
-    /// `delete`.
-    pub action: String,
+    pub action: AuditAction,
     pub from_state: Option<OverlayState>,
     pub to_state: Option<OverlayState>,
     pub reason: Option<String>,
@@ -30,9 +75,23 @@ pub struct AuditEvent {
 pub struct NewAuditEvent {
     pub overlay_id: Uuid,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub from_state: Option<OverlayState>,
     pub to_state: Option<OverlayState>,
     pub reason: Option<String>,
     pub details: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_actions_keep_their_names_in_the_audit_trail() {
+        for &action in LifecycleAction::ALL {
+            assert_eq!(AuditAction::from(action).as_str(), action.as_str());
+        }
+        assert_eq!(serde_json::to_string(&AuditAction::AutoQuarantine).unwrap(), "\"auto_quarantine\"");
+        assert_eq!("set_trust_level".parse::<AuditAction>().unwrap(), AuditAction::SetTrustLevel);
+    }
 }

@@ -1,60 +1,57 @@
 //! Capabilities an overlay may request in its manifest.
 
+use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
-use std::str::FromStr;
 
 /// A named permission to use some host functionality, named `area:action` on the wire.
-// Serialized through `as_str`, so the schema names each variant again (forge-server's OpenAPI tests
-// hold the two together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+// Serialized through its strum names, so the schema names each variant again (forge-server's OpenAPI
+// tests hold the two together).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub enum CapabilityName {
+    #[strum(serialize = "capsule:read")]
     #[cfg_attr(feature = "openapi", schema(rename = "capsule:read"))]
     CapsuleRead,
+    #[strum(serialize = "capsule:write")]
     #[cfg_attr(feature = "openapi", schema(rename = "capsule:write"))]
     CapsuleWrite,
+    #[strum(serialize = "capsule:delete")]
     #[cfg_attr(feature = "openapi", schema(rename = "capsule:delete"))]
     CapsuleDelete,
+    #[strum(serialize = "network:http")]
     #[cfg_attr(feature = "openapi", schema(rename = "network:http"))]
     NetworkHttp,
+    #[strum(serialize = "file:read")]
     #[cfg_attr(feature = "openapi", schema(rename = "file:read"))]
     FileRead,
+    #[strum(serialize = "file:write")]
     #[cfg_attr(feature = "openapi", schema(rename = "file:write"))]
     FileWrite,
+    #[strum(serialize = "governance:vote")]
     #[cfg_attr(feature = "openapi", schema(rename = "governance:vote"))]
     GovernanceVote,
+    #[strum(serialize = "system:config")]
     #[cfg_attr(feature = "openapi", schema(rename = "system:config"))]
     SystemConfig,
 }
 
 impl CapabilityName {
-    pub const ALL: [CapabilityName; 8] = [
-        CapabilityName::CapsuleRead,
-        CapabilityName::CapsuleWrite,
-        CapabilityName::CapsuleDelete,
-        CapabilityName::NetworkHttp,
-        CapabilityName::FileRead,
-        CapabilityName::FileWrite,
-        CapabilityName::GovernanceVote,
-        CapabilityName::SystemConfig,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CapabilityName::CapsuleRead => "capsule:read",
-            CapabilityName::CapsuleWrite => "capsule:write",
-            CapabilityName::CapsuleDelete => "capsule:delete",
-            CapabilityName::NetworkHttp => "network:http",
-            CapabilityName::FileRead => "file:read",
-            CapabilityName::FileWrite => "file:write",
-            CapabilityName::GovernanceVote => "governance:vote",
-            CapabilityName::SystemConfig => "system:config",
-        }
-    }
-
     /// Privileged capabilities change shared state; an overlay holding one needs an admin's approval
     /// (activation is admin-only) before it runs.
     pub const fn is_privileged(self) -> bool {
@@ -68,22 +65,7 @@ impl CapabilityName {
     }
 }
 
-impl fmt::Display for CapabilityName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CapabilityName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
-            format!("unknown capability `{s}` (known: {})", known.join(", "))
-        })
-    }
-}
+wire_names!(CapabilityName, "capability");
 
 impl TryFrom<String> for CapabilityName {
     type Error = String;
@@ -120,7 +102,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_is_rejected() {
-        for c in CapabilityName::ALL {
+        for &c in CapabilityName::ALL {
             assert_eq!(c.as_str().parse::<CapabilityName>().unwrap(), c);
         }
         let err = "capsule:eat".parse::<CapabilityName>().unwrap_err();

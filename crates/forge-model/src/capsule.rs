@@ -1,17 +1,29 @@
 //! Capsules: the units of institutional knowledge that overlays read and write.
 
 use crate::error::{FieldError, ForgeError};
+use crate::names::wire_names;
 use crate::trust::TrustLevel;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
-use std::str::FromStr;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum CapsuleType {
     Knowledge,
     Code,
@@ -21,44 +33,7 @@ pub enum CapsuleType {
     Policy,
 }
 
-impl CapsuleType {
-    pub const ALL: [CapsuleType; 6] = [
-        CapsuleType::Knowledge,
-        CapsuleType::Code,
-        CapsuleType::Decision,
-        CapsuleType::Insight,
-        CapsuleType::Config,
-        CapsuleType::Policy,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CapsuleType::Knowledge => "knowledge",
-            CapsuleType::Code => "code",
-            CapsuleType::Decision => "decision",
-            CapsuleType::Insight => "insight",
-            CapsuleType::Config => "config",
-            CapsuleType::Policy => "policy",
-        }
-    }
-}
-
-impl fmt::Display for CapsuleType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CapsuleType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            format!(
-                "unknown capsule type `{s}` (expected knowledge, code, decision, insight, config or policy)"
-            )
-        })
-    }
-}
+wire_names!(CapsuleType, "capsule type");
 
 /// A stored capsule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

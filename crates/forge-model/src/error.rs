@@ -1,14 +1,28 @@
 //! The one error type every layer speaks, and its wire body
 //! `{"code": ..., "message": ..., "details": {...}}`.
 
+use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::fmt;
 
 /// Forge's shared error codes; each has one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     ValidationError,
     AuthenticationError,
@@ -41,23 +55,9 @@ impl ErrorCode {
             ErrorCode::InternalError => 500,
         }
     }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ValidationError => "validation_error",
-            ErrorCode::AuthenticationError => "authentication_error",
-            ErrorCode::AuthorizationError => "authorization_error",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
-            ErrorCode::ServiceUnavailable => "service_unavailable",
-            ErrorCode::InternalError => "internal_error",
-        }
-    }
 }
+
+wire_names!(ErrorCode, "error code");
 
 /// One violated rule of one field, e.g. `max_memory_mb`: "must be between 1 and 512".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

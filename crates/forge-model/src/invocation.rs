@@ -2,9 +2,9 @@
 
 use crate::error::{FieldError, ForgeError};
 use crate::manifest::limits::EXECUTION_MS_RANGE;
+use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
 
 /// A request to run one entry point of an overlay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,9 +64,22 @@ impl OverlayInvocation {
 }
 
 /// Why an invocation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The call used up its `max_fuel`.
     FuelExhausted,
@@ -87,41 +100,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
-        ErrorKind::FuelExhausted,
-        ErrorKind::Timeout,
-        ErrorKind::MemoryLimit,
-        ErrorKind::Trap,
-        ErrorKind::InvalidOutput,
-        ErrorKind::OverlayError,
-        ErrorKind::CapabilityDenied,
-        ErrorKind::HostError,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::FuelExhausted => "fuel_exhausted",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::MemoryLimit => "memory_limit",
-            ErrorKind::Trap => "trap",
-            ErrorKind::InvalidOutput => "invalid_output",
-            ErrorKind::OverlayError => "overlay_error",
-            ErrorKind::CapabilityDenied => "capability_denied",
-            ErrorKind::HostError => "host_error",
-        }
-    }
-
     /// Failures the host caused are counted apart and never count against the overlay's health.
     pub const fn is_host_fault(self) -> bool {
         matches!(self, ErrorKind::HostError)
     }
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+wire_names!(ErrorKind, "error kind");
 
 /// Messages fixed by the original Forge design.
 pub mod messages {

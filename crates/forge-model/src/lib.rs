@@ -11,12 +11,13 @@ pub mod capsule;
 pub mod error;
 pub mod invocation;
 pub mod manifest;
+mod names;
 pub mod overlay;
 pub mod state;
 pub mod trust;
 pub mod user;
 
-pub use audit::{AuditEvent, NewAuditEvent};
+pub use audit::{AuditAction, AuditEvent, NewAuditEvent};
 pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
 pub use error::{ErrorCode, FieldError, ForgeError};

@@ -1,13 +1,25 @@
 //! Overlay lifecycle: states and the one table of allowed transitions.
 
+use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// Where an overlay is in its lifecycle. Lower-case on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum OverlayState {
     /// Registered, waiting for an admin to activate it.
     Pending,
@@ -22,52 +34,31 @@ pub enum OverlayState {
 }
 
 impl OverlayState {
-    pub const ALL: [OverlayState; 5] = [
-        OverlayState::Pending,
-        OverlayState::Active,
-        OverlayState::Suspended,
-        OverlayState::Quarantined,
-        OverlayState::Deprecated,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OverlayState::Pending => "pending",
-            OverlayState::Active => "active",
-            OverlayState::Suspended => "suspended",
-            OverlayState::Quarantined => "quarantined",
-            OverlayState::Deprecated => "deprecated",
-        }
-    }
-
     /// The state `action` leads to from this one, if the transition table allows it.
     pub fn apply(self, action: LifecycleAction) -> Option<OverlayState> {
         TRANSITIONS.iter().find(|(from, act, _)| *from == self && *act == action).map(|(_, _, to)| *to)
     }
 }
 
-impl fmt::Display for OverlayState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OverlayState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| {
-            format!(
-                "unknown overlay state `{s}` (expected pending, active, suspended, quarantined or deprecated)"
-            )
-        })
-    }
-}
+wire_names!(OverlayState, "overlay state");
 
 /// Something that moves an overlay from one state to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum LifecycleAction {
     Activate,
     Suspend,
@@ -78,37 +69,13 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
-    pub const ALL: [LifecycleAction; 6] = [
-        LifecycleAction::Activate,
-        LifecycleAction::Suspend,
-        LifecycleAction::Resume,
-        LifecycleAction::Quarantine,
-        LifecycleAction::Release,
-        LifecycleAction::Deprecate,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LifecycleAction::Activate => "activate",
-            LifecycleAction::Suspend => "suspend",
-            LifecycleAction::Resume => "resume",
-            LifecycleAction::Quarantine => "quarantine",
-            LifecycleAction::Release => "release",
-            LifecycleAction::Deprecate => "deprecate",
-        }
-    }
-
     /// Whether the actor must give a reason (recorded in the audit trail).
     pub const fn requires_reason(self) -> bool {
         matches!(self, LifecycleAction::Suspend | LifecycleAction::Quarantine)
     }
 }
 
-impl fmt::Display for LifecycleAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+wire_names!(LifecycleAction, "lifecycle action");
 
 /// Every allowed transition: (from, action, to). Anything not listed is refused.
 ///
@@ -154,14 +121,14 @@ mod tests {
         assert_eq!(S::Pending.apply(A::Resume), None);
         assert_eq!(S::Quarantined.apply(A::Release), Some(S::Active));
         assert_eq!(S::Active.apply(A::Release), None);
-        for action in LifecycleAction::ALL {
+        for &action in LifecycleAction::ALL {
             assert_eq!(S::Deprecated.apply(action), None, "deprecated is terminal");
         }
     }
 
     #[test]
     fn states_are_lower_case_on_the_wire() {
-        for state in OverlayState::ALL {
+        for &state in OverlayState::ALL {
             let json = serde_json::to_string(&state).unwrap();
             assert_eq!(json, format!("\"{}\"", state.as_str()));
             assert_eq!(state.as_str().parse::<OverlayState>().unwrap(), state);

@@ -1,16 +1,30 @@
 //! Trust levels shared with the rest of Forge.
 
+use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// How far Forge trusts an overlay, a user or a capsule.
 ///
 /// The numeric values are Forge's shared definitions; on the wire a level is its lower-case name
 /// (`"standard"`), and the number (`60`) is accepted too when reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase", try_from = "TrustLevelRepr")]
+#[strum(serialize_all = "lowercase")]
 pub enum TrustLevel {
     Quarantine,
     Sandbox,
@@ -20,14 +34,6 @@ pub enum TrustLevel {
 }
 
 impl TrustLevel {
-    pub const ALL: [TrustLevel; 5] = [
-        TrustLevel::Quarantine,
-        TrustLevel::Sandbox,
-        TrustLevel::Standard,
-        TrustLevel::Trusted,
-        TrustLevel::Core,
-    ];
-
     /// Forge's numeric value of this level.
     pub const fn value(self) -> u8 {
         match self {
@@ -41,44 +47,16 @@ impl TrustLevel {
 
     /// The level with this numeric value, if it is one of Forge's.
     pub fn from_value(value: i64) -> Option<TrustLevel> {
-        Self::ALL.into_iter().find(|level| i64::from(level.value()) == value)
+        Self::ALL.iter().copied().find(|level| i64::from(level.value()) == value)
     }
 
     /// `a.can_access(b)` iff a >= b: a subject may reach what is trusted no more than itself.
     pub fn can_access(self, other: TrustLevel) -> bool {
         self.value() >= other.value()
     }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TrustLevel::Quarantine => "quarantine",
-            TrustLevel::Sandbox => "sandbox",
-            TrustLevel::Standard => "standard",
-            TrustLevel::Trusted => "trusted",
-            TrustLevel::Core => "core",
-        }
-    }
 }
 
-impl fmt::Display for TrustLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TrustLevel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|level| level.as_str() == s)
-            .or_else(|| s.parse::<i64>().ok().and_then(Self::from_value))
-            .ok_or_else(|| {
-                format!("unknown trust level `{s}` (expected core, trusted, standard, sandbox or quarantine)")
-            })
-    }
-}
+wire_names!(TrustLevel, "trust level", or_else = |s: &str| s.parse().ok().and_then(TrustLevel::from_value));
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -112,8 +90,8 @@ mod tests {
 
     #[test]
     fn can_access_is_greater_or_equal() {
-        for a in TrustLevel::ALL {
-            for b in TrustLevel::ALL {
+        for &a in TrustLevel::ALL {
+            for &b in TrustLevel::ALL {
                 assert_eq!(a.can_access(b), a.value() >= b.value(), "{a} vs {b}");
             }
         }

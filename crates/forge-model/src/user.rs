@@ -1,16 +1,28 @@
 //! Users, roles and the authenticated principal behind a request.
 
 use crate::error::{FieldError, ForgeError};
+use crate::names::wire_names;
 use crate::trust::TrustLevel;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Approves, activates, deletes, sets trust, manages users.
     Admin,
@@ -20,31 +32,7 @@ pub enum Role {
     User,
 }
 
-impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::User => "user",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Role::Admin, Role::Operator, Role::User]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}` (expected admin, operator or user)"))
-    }
-}
+wire_names!(Role, "role");
 
 /// A user of the service, as stored (its token is kept only as a hash, elsewhere).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,6 +17,27 @@ pub const START_EXPORT: &str = "_start";
 /// Most export names one refusal lists.
 const LISTED_EXPORTS_MAX: usize = 16;
 
+/// The `code` of a host function's `{"error": {"code", "message"}}` answer: every code a guest can
+/// see (docs/abi.md lists them; a test holds the two together).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::IntoStaticStr, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum GuestErrorCode {
+    /// The request is not valid JSON, or not the shape the function expects.
+    InvalidRequest,
+    /// No such item, or one the overlay's trust level cannot see (the guest is not told which).
+    NotFound,
+    /// The feature is not configured on this host.
+    Unavailable,
+}
+
+impl GuestErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// A function the host offers in module `forge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HostFunction {
@@ -248,4 +269,28 @@ pub fn check_module(module: &Module, manifest: &OverlayManifest) -> Result<Modul
     }
 
     if errors.is_empty() { Ok(info) } else { Err(ForgeError::invalid_fields("module", errors)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestErrorCode;
+    use strum::VariantArray;
+
+    /// The first column of docs/abi.md's table of guest-visible error codes.
+    fn documented_codes() -> Vec<String> {
+        let doc = include_str!("../../../docs/abi.md");
+        let table = doc.split("| code | meaning |").nth(1).expect("docs/abi.md has a table of error codes");
+        table
+            .lines()
+            .skip(2) // the rest of the header line, and the separator
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| line.split('|').nth(1).unwrap().trim().trim_matches('`').to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn abi_doc_lists_exactly_the_guest_error_codes() {
+        let codes: Vec<String> = GuestErrorCode::VARIANTS.iter().map(|c| c.to_string()).collect();
+        assert_eq!(documented_codes(), codes);
+    }
 }

@@ -1,144 +1,14 @@
 //! One invocation: a fresh store and instance, the ABI's calling sequence, and the classification of
 //! everything that can go wrong into an [`OverlayResult`].
 
-use crate::host::RequestContext;
 use crate::log::{CallLog, SharedLog};
-use crate::runtime::PreparedOverlay;
+use crate::prepared::PreparedOverlay;
+use crate::state::{Abort, CallLimits, CallState, OverlayIdentity, write_to_guest};
 use forge_model::invocation::messages;
 use forge_model::{ErrorKind, OverlayResult};
 use serde_json::{Map, Value};
 use std::time::Instant;
-use wasmtime::{
-    AsContext, AsContextMut, Extern, Memory, ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline,
-};
-use wasmtime_wasi::p1::WasiP1Ctx;
-
-/// Ends a call from inside a host function or the memory limiter, with the failure it should report.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct Abort {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl Abort {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Abort { kind, message: message.into() }
-    }
-}
-
-/// Byte limits of one call, copied from the runtime's config.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CallLimits {
-    pub max_input_bytes: usize,
-    pub max_output_bytes: usize,
-    pub max_log_bytes: usize,
-}
-
-/// Everything a store holds for one call.
-pub(crate) struct CallState {
-    pub limits: CallLimits,
-    pub log: SharedLog,
-    pub deadline: Instant,
-    pub timeout_ms: u32,
-    memory_limit_bytes: usize,
-    memory: Option<Memory>,
-    alloc: Option<TypedFunc<i32, i32>>,
-    request: Option<RequestContext>,
-    wasi: Option<WasiP1Ctx>,
-}
-
-impl CallState {
-    pub(crate) fn request_context(&self) -> &RequestContext {
-        self.request.as_ref().expect("request functions are linked only for overlays given a request context")
-    }
-
-    pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
-        self.wasi.as_mut().expect("WASI is linked only for overlays given a WASI context")
-    }
-
-    /// `len` bytes of guest memory at `ptr`, refused past `max` or outside memory.
-    pub(crate) fn guest_bytes<'a>(
-        &self,
-        store: &'a impl AsContext,
-        ptr: i32,
-        len: i32,
-        max: usize,
-    ) -> Result<&'a [u8], Abort> {
-        let memory = self.memory.ok_or_else(|| {
-            Abort::new(ErrorKind::OverlayError, "host function called before the instance was ready")
-        })?;
-        let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-        if len > max {
-            return Err(Abort::new(
-                ErrorKind::OverlayError,
-                format!("host call argument of {len} bytes exceeds {max}"),
-            ));
-        }
-        memory.data(store).get(start..start + len).ok_or_else(|| {
-            Abort::new(ErrorKind::OverlayError, "host call argument lies outside guest memory")
-        })
-    }
-}
-
-impl ResourceLimiter for CallState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit_bytes {
-            return Err(Abort::new(
-                ErrorKind::MemoryLimit,
-                format!(
-                    "memory limit exceeded: growing to {desired} bytes is over max_memory_mb = {}",
-                    self.memory_limit_bytes >> 20
-                ),
-            )
-            .into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables cost host memory too; the pool's per-table bound applies beneath this.
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
-/// Largest table a guest may grow to.
-pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
-
-/// Copies `bytes` into memory the guest allocates with `forge_alloc`; returns `(ptr << 32) | len`.
-pub(crate) async fn write_to_guest(
-    mut store: impl AsContextMut<Data = CallState>,
-    bytes: &[u8],
-) -> wasmtime::Result<i64> {
-    let state = store.as_context().data();
-    let (Some(alloc), Some(memory)) = (state.alloc.clone(), state.memory) else {
-        return Err(Abort::new(
-            ErrorKind::OverlayError,
-            "host function called before the instance was ready",
-        )
-        .into());
-    };
-    let len =
-        i32::try_from(bytes.len()).map_err(|_| Abort::new(ErrorKind::HostError, "response too large"))?;
-    let ptr = alloc.call_async(&mut store, len).await?;
-    if ptr == 0 && len > 0 {
-        return Err(Abort::new(ErrorKind::OverlayError, format!("forge_alloc({len}) returned 0")).into());
-    }
-    memory.write(&mut store, ptr as u32 as usize, bytes).map_err(|_| {
-        Abort::new(ErrorKind::OverlayError, format!("forge_alloc({len}) returned an address outside memory"))
-    })?;
-    Ok((i64::from(ptr as u32) << 32) | i64::from(len))
-}
+use wasmtime::{Extern, Store, Trap, UpdateDeadline};
 
 /// What one call produced: its result and its log.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +24,7 @@ pub(crate) struct CallPlan<'a> {
     pub input: &'a [u8],
     pub timeout_ms: u32,
     pub limits: CallLimits,
-    pub request: Option<RequestContext>,
+    pub identity: &'a OverlayIdentity,
 }
 
 /// Runs one call in a fresh store. Never panics on guest behaviour; every failure is a result.
@@ -165,19 +35,17 @@ pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOu
     let started = Instant::now();
     let prepared = plan.prepared;
     let log = SharedLog::new(plan.limits.max_log_bytes);
-    let wasi = prepared.uses_wasi().then(|| crate::runtime::wasi_context(&log));
+    let wasi = prepared.uses_wasi().then(|| log.wasi_context());
     let deadline = started + std::time::Duration::from_millis(u64::from(plan.timeout_ms));
-    let state = CallState {
-        limits: plan.limits,
-        log: log.clone(),
+    let state = CallState::new(
+        plan.limits,
+        log.clone(),
         deadline,
-        timeout_ms: plan.timeout_ms,
-        memory_limit_bytes: (prepared.max_memory_mb() as usize) << 20,
-        memory: None,
-        alloc: None,
-        request: plan.request,
+        plan.timeout_ms,
+        plan.identity.clone(),
+        (prepared.max_memory_mb() as usize) << 20,
         wasi,
-    };
+    );
     let mut store = Store::new(engine, state);
     store.limiter(|state| state);
     store.set_epoch_deadline(1);
@@ -225,9 +93,7 @@ async fn execute(
         return Ok(Err(Abort::new(ErrorKind::OverlayError, "the module does not export `memory`")));
     };
     let alloc = func(store, &exports.alloc)?.typed::<i32, i32>(&*store)?;
-    let state = store.data_mut();
-    state.memory = Some(memory);
-    state.alloc = Some(alloc);
+    store.data_mut().attach_instance(memory, alloc);
     if let Some(initialize) = &exports.initialize {
         func(store, initialize)?.typed::<(), ()>(&*store)?.call_async(&mut *store, ()).await?;
     }

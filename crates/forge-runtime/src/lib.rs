@@ -36,17 +36,25 @@
 //! assert!(outcome.result.fuel_consumed > 0);
 //! ```
 
-pub mod abi;
+// Layers, leaf first; a module imports only from layers before its own:
+// log, config, abi -> state -> host -> prepared -> call -> runtime.
+mod abi;
 mod call;
-pub mod config;
-pub mod host;
-pub mod log;
+mod config;
+mod host;
+mod log;
+mod prepared;
 mod runtime;
+mod state;
 
+pub use abi::{GuestErrorCode, HostFunction, ModuleInfo};
 pub use call::CallOutcome;
 pub use config::RuntimeConfig;
 pub use host::{
-    CapsuleStore, HostCallError, HostServices, HttpClient, InMemoryCapsules, NoNetwork, OverlayIdentity,
+    CapsuleStore, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse, InMemoryCapsules,
+    MAX_SEARCH_LIMIT, NoNetwork,
 };
 pub use log::{CallLog, LogLevel, LogLine};
-pub use runtime::{PreparedOverlay, Runtime, wasm_from_binary_or_text};
+pub use prepared::PreparedOverlay;
+pub use runtime::{Runtime, wasm_from_binary_or_text};
+pub use state::OverlayIdentity;

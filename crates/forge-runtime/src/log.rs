@@ -1,7 +1,8 @@
 //! The bounded log of one call: `log_info` / `log_error` lines and WASI stdout / stderr.
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,19 +46,14 @@ impl SharedLog {
         })))
     }
 
-    fn state(&self) -> MutexGuard<'_, LogState> {
-        // A panic while holding this lock cannot leave it inconsistent: recover the data.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Appends one line (lossy UTF-8), or counts it as dropped when over budget.
     pub(crate) fn push(&self, level: LogLevel, bytes: &[u8]) {
-        self.state().push(level, bytes);
+        self.0.lock().push(level, bytes);
     }
 
     /// Appends stream output, splitting it into lines.
     pub(crate) fn write_stream(&self, level: LogLevel, bytes: &[u8]) {
-        let mut state = self.state();
+        let mut state = self.0.lock();
         let slot = level as usize;
         let mut rest = bytes;
         while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
@@ -73,9 +69,19 @@ impl SharedLog {
         state.log.dropped_bytes += (rest.len() - kept) as u64;
     }
 
+    /// WASI preview 1 for one call, locked down: no args, no env, no preopens, no sockets; stdout and
+    /// stderr write to this log.
+    pub(crate) fn wasi_context(&self) -> wasmtime_wasi::p1::WasiP1Ctx {
+        use wasi_stream::LogStream;
+        wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(LogStream { log: self.clone(), level: LogLevel::Info })
+            .stderr(LogStream { log: self.clone(), level: LogLevel::Error })
+            .build_p1()
+    }
+
     /// The finished log, with any unterminated stream output as a last line.
     pub(crate) fn finish(self) -> CallLog {
-        let mut state = self.state();
+        let mut state = self.0.lock();
         for level in [LogLevel::Info, LogLevel::Error] {
             let line = std::mem::take(&mut state.partial[level as usize]);
             if !line.is_empty() {
@@ -98,7 +104,7 @@ impl LogState {
 }
 
 /// WASI stdout / stderr of a call, feeding its log.
-pub(crate) mod wasi_stream {
+mod wasi_stream {
     use super::{LogLevel, SharedLog};
     use std::io;
     use std::pin::Pin;
@@ -107,9 +113,9 @@ pub(crate) mod wasi_stream {
     use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
     #[derive(Clone)]
-    pub(crate) struct LogStream {
-        pub(crate) log: SharedLog,
-        pub(crate) level: LogLevel,
+    pub(super) struct LogStream {
+        pub(super) log: SharedLog,
+        pub(super) level: LogLevel,
     }
 
     impl IsTerminal for LogStream {

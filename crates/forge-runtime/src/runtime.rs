@@ -1,20 +1,19 @@
 //! The engine, its epoch ticker, the module cache, and the entry points `prepare` and `invoke`.
 
 use crate::abi::{self, ModuleInfo};
-use crate::call::{self, CallLimits, CallOutcome, CallPlan, CallState};
+use crate::call::{self, CallOutcome, CallPlan};
 use crate::config::RuntimeConfig;
-use crate::host::{self, HostServices, OverlayIdentity, RequestContext};
-use crate::log::{LogLevel, SharedLog, wasi_stream::LogStream};
-use forge_model::{CapabilityName, ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
+use crate::host::HostServices;
+use crate::prepared::PreparedOverlay;
+use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity};
+use forge_model::{ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
+use parking_lot::Mutex;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
-    PoolingAllocationConfig,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 /// Runs overlays. One per process: it owns the engine, the instance pool and the epoch ticker.
 /// Cheap to clone; safe to share across threads.
@@ -54,19 +53,15 @@ impl Runtime {
     }
 
     /// Compiles a binary, or takes it from the cache by SHA-256 (malformed input is a validation error).
-    pub fn compile(&self, wasm: &[u8]) -> Result<Module, ForgeError> {
+    fn compile(&self, wasm: &[u8]) -> Result<Module, ForgeError> {
         let hash = sha256_hex(wasm);
-        if let Some(module) = self.lock_modules().get(&hash) {
+        if let Some(module) = self.inner.modules.lock().get(&hash) {
             return Ok(module.clone());
         }
         let module = Module::from_binary(&self.inner.engine, wasm)
             .map_err(|e| ForgeError::validation(format!("the module does not compile: {e:#}")))?;
-        self.lock_modules().put(hash, module.clone());
+        self.inner.modules.lock().put(hash, module.clone());
         Ok(module)
-    }
-
-    fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Module>> {
-        self.inner.modules.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The registration checks of the ABI, without linking: compile and check against the manifest.
@@ -78,37 +73,7 @@ impl Runtime {
     pub fn prepare(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<PreparedOverlay, ForgeError> {
         let module = self.compile(wasm)?;
         let info = abi::check_module(&module, manifest)?;
-        let link_error =
-            |e: wasmtime::Error| ForgeError::validation(format!("the module cannot be linked: {e:#}"));
-        let mut linker = Linker::<CallState>::new(&self.inner.engine);
-        host::link(&mut linker, &info.host_imports).map_err(link_error)?;
-        if info.uses_wasi {
-            link_wasi(&mut linker).map_err(link_error)?;
-        }
-        let pre = linker.instantiate_pre(&module).map_err(link_error)?;
-        let export = |name: &str| module.get_export_index(name).expect("checked by check_module");
-        let exports = Exports {
-            memory: export(abi::MEMORY_EXPORT),
-            alloc: export(abi::ALLOC_EXPORT),
-            initialize: info.has_initialize.then(|| export(abi::INITIALIZE_EXPORT)),
-            entry_points: manifest.entry_points.iter().map(|name| (name.clone(), export(name))).collect(),
-        };
-        let http_hosts = manifest
-            .capability(CapabilityName::NetworkHttp)
-            .and_then(|c| c.constraints.as_ref())
-            .and_then(|c| c.get("hosts"))
-            .and_then(|hosts| serde_json::from_value::<Vec<String>>(hosts.clone()).ok())
-            .unwrap_or_default();
-        Ok(PreparedOverlay {
-            pre,
-            exports,
-            needs_request_context: info.host_imports.iter().any(|f| f.returns_response()),
-            info,
-            grants: Arc::new(Grants { http_hosts }),
-            max_fuel: manifest.max_fuel,
-            max_memory_mb: manifest.max_memory_mb,
-            max_execution_ms: manifest.max_execution_ms,
-        })
+        PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)
     }
 
     /// Runs one invocation in a fresh instance. `Err` means it was refused before running (invalid
@@ -139,12 +104,7 @@ impl Runtime {
                 format!("args of {} bytes exceed the limit of {} bytes", input.len(), config.max_input_bytes),
             ));
         }
-        let timeout_ms = invocation.effective_timeout_ms(prepared.max_execution_ms);
-        let request = prepared.needs_request_context.then(|| RequestContext {
-            services: self.inner.services.clone(),
-            identity: identity.clone(),
-            grants: prepared.grants.clone(),
-        });
+        let timeout_ms = invocation.effective_timeout_ms(prepared.max_execution_ms());
         let plan = CallPlan {
             prepared,
             entry_point,
@@ -155,7 +115,7 @@ impl Runtime {
                 max_output_bytes: config.max_output_bytes,
                 max_log_bytes: config.max_log_bytes,
             },
-            request,
+            identity,
         };
         let _ticking = self.inner.ticker.keep_ticking();
         Ok(call::run(&self.inner.engine, plan).await)
@@ -168,7 +128,7 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
         .total_memories(config.max_instances)
         .total_tables(config.max_instances)
         .max_memory_size((config.max_memory_mb as usize) << 20)
-        .table_elements(call::MAX_TABLE_ELEMENTS)
+        .table_elements(MAX_TABLE_ELEMENTS)
         .linear_memory_keep_resident(config.memory_keep_resident)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
@@ -187,80 +147,6 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
         wasm.cache(Some(cache));
     }
     Ok(wasm)
-}
-
-/// WASI preview 1, locked down: no args, no env, no preopens, no sockets; stdout / stderr to the log.
-fn link_wasi(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_async(linker, CallState::wasi)?;
-    // Waiting in `poll_oneoff` would outlast the call's deadline, since epoch checks only happen
-    // while the guest runs; guests get ENOTSUP (58) instead of sleeping.
-    linker.allow_shadowing(true);
-    linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { 58 })?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-pub(crate) fn wasi_context(log: &SharedLog) -> wasmtime_wasi::p1::WasiP1Ctx {
-    wasmtime_wasi::WasiCtxBuilder::new()
-        .stdout(LogStream { log: log.clone(), level: LogLevel::Info })
-        .stderr(LogStream { log: log.clone(), level: LogLevel::Error })
-        .build_p1()
-}
-
-/// What each call of an overlay may reach beyond the always-granted functions.
-pub(crate) struct Grants {
-    /// Hosts `http_request` may reach (`constraints.hosts` of `network:http`).
-    pub http_hosts: Vec<String>,
-}
-
-pub(crate) struct Exports {
-    pub memory: ModuleExport,
-    pub alloc: ModuleExport,
-    pub initialize: Option<ModuleExport>,
-    pub entry_points: Vec<(String, ModuleExport)>,
-}
-
-/// A checked, pre-linked overlay: instantiating it per call costs no lookups by name.
-pub struct PreparedOverlay {
-    pre: InstancePre<CallState>,
-    exports: Exports,
-    info: ModuleInfo,
-    grants: Arc<Grants>,
-    needs_request_context: bool,
-    max_fuel: u64,
-    max_memory_mb: u32,
-    max_execution_ms: u32,
-}
-
-impl PreparedOverlay {
-    /// What the registration checks learnt about the module.
-    pub fn info(&self) -> &ModuleInfo {
-        &self.info
-    }
-
-    pub fn entry_points(&self) -> impl Iterator<Item = &str> {
-        self.exports.entry_points.iter().map(|(name, _)| name.as_str())
-    }
-
-    fn entry_point(&self, function: &str) -> Option<&ModuleExport> {
-        self.exports.entry_points.iter().find(|(name, _)| name == function).map(|(_, export)| export)
-    }
-
-    pub(crate) fn instance_pre(&self) -> &InstancePre<CallState> {
-        &self.pre
-    }
-    pub(crate) fn exports(&self) -> &Exports {
-        &self.exports
-    }
-    pub(crate) fn uses_wasi(&self) -> bool {
-        self.info.uses_wasi
-    }
-    pub(crate) fn max_fuel(&self) -> u64 {
-        self.max_fuel
-    }
-    pub(crate) fn max_memory_mb(&self) -> u32 {
-        self.max_memory_mb
-    }
 }
 
 /// Advances the engine's epoch every period while any call is in flight, and sleeps otherwise.
@@ -336,4 +222,24 @@ impl Drop for EpochTicker {
 pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ForgeError> {
     wat::parse_bytes(bytes)
         .map_err(|e| ForgeError::validation(format!("not WebAssembly binary or text: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_modules_are_cached_by_hash() {
+        let runtime = Runtime::new(
+            RuntimeConfig { max_instances: 2, ..RuntimeConfig::default() },
+            HostServices::default(),
+        )
+        .unwrap();
+        let module = |n: u32| wat::parse_str(format!("(module (func (export \"f{n}\")))")).unwrap();
+        let first = runtime.compile(&module(1)).unwrap();
+        let again = runtime.compile(&module(1)).unwrap();
+        assert!(Module::same(&first, &again), "the second compile must be a cache hit");
+        let other = runtime.compile(&module(2)).unwrap();
+        assert!(!Module::same(&first, &other));
+    }
 }

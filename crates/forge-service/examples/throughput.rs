@@ -88,7 +88,7 @@ async fn measure(backend: String, calls: usize, concurrency: usize) {
     for _ in 0..2000 {
         service.invoke(&admin, overlay.id, invocation()).await.unwrap();
     }
-    service.flush_metrics().await.unwrap();
+    service.flush_health().await.unwrap();
     let before = service.health(&admin, overlay.id).await.unwrap().invocation_count;
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency * 4)
@@ -104,7 +104,7 @@ async fn measure(backend: String, calls: usize, concurrency: usize) {
     for task in tasks {
         task.await.unwrap();
     }
-    service.flush_metrics().await.unwrap();
+    service.flush_health().await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let counted = service.health(&admin, overlay.id).await.unwrap().invocation_count - before;
     let ran = calls / (concurrency * 4) * concurrency * 4;

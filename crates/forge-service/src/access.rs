@@ -1,6 +1,6 @@
 //! Who may do what: one table of operations and the roles that may perform them.
 
-use forge_model::{ForgeError, LifecycleAction, Principal, Role};
+use forge_model::{ForgeError, LifecycleAction, Principal, Role, TrustLevel};
 
 /// Every operation that needs a particular role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +55,21 @@ pub fn require(actor: &Principal, operation: Operation) -> Result<(), ForgeError
         .with_detail("required_roles", names))
 }
 
+/// 403 unless `actor`'s trust reaches `level`: no one acts on, or hands out, more trust than it
+/// holds. `doing` completes the refusal, "trust level {actor's} cannot {doing} trust level {level}".
+pub(crate) fn require_trust(actor: &Principal, level: TrustLevel, doing: &str) -> Result<(), ForgeError> {
+    if actor.trust_level.can_access(level) {
+        return Ok(());
+    }
+    Err(ForgeError::authorization(format!(
+        "trust level {} cannot {doing} trust level {level}",
+        actor.trust_level
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forge_model::TrustLevel;
 
     fn principal(roles: &[Role]) -> Principal {
         Principal { name: "p".into(), roles: roles.to_vec(), trust_level: TrustLevel::Standard }
@@ -83,5 +94,15 @@ mod tests {
         let err = require(&user, Operation::Delete).unwrap_err();
         assert_eq!(err.code.http_status(), 403);
         assert_eq!(err.message, "only admin may delete overlays");
+    }
+
+    #[test]
+    fn trust_refusal() {
+        let standard = principal(&[Role::User]);
+        assert!(require_trust(&standard, TrustLevel::Standard, "grant").is_ok());
+        assert!(require_trust(&standard, TrustLevel::Sandbox, "grant").is_ok());
+        let err = require_trust(&standard, TrustLevel::Trusted, "invoke an overlay of").unwrap_err();
+        assert_eq!(err.code.http_status(), 403);
+        assert_eq!(err.message, "trust level standard cannot invoke an overlay of trust level trusted");
     }
 }

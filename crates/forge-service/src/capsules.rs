@@ -1,9 +1,9 @@
 //! Capsules: created and read by users through the API, and by overlays through host functions.
 
 use crate::OverlayService;
-use crate::access::{Operation, require};
+use crate::access::{Operation, require, require_trust};
 use forge_model::{Capsule, CapsuleHit, ForgeError, NewCapsule, Principal, TrustLevel};
-use forge_runtime::host::capsules::MAX_SEARCH_LIMIT;
+use forge_runtime::MAX_SEARCH_LIMIT;
 use forge_runtime::{CapsuleStore, HostCallError};
 use forge_storage::{Repository, StorageError};
 use std::sync::Arc;
@@ -54,12 +54,7 @@ impl OverlayService {
     ) -> Result<Capsule, ForgeError> {
         require(actor, Operation::WriteCapsule)?;
         capsule.validate_submitted()?;
-        if !actor.trust_level.can_access(capsule.trust_level) {
-            return Err(ForgeError::authorization(format!(
-                "trust level {} cannot create a capsule of trust level {}",
-                actor.trust_level, capsule.trust_level
-            )));
-        }
+        require_trust(actor, capsule.trust_level, "create a capsule of")?;
         capsule.owner = Some(actor.name.clone());
         capsule.created_by_overlay = None;
         Ok(self.inner.repo.insert_capsule(capsule).await?)

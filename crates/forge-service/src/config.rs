@@ -17,7 +17,7 @@ pub struct ServiceConfig {
     ///
     /// Changes made through this process apply at once; a change made by another server process
     /// sharing the database (a suspension, say) is seen within this time, or sooner when the overlay
-    /// is busy (every metrics batch brings back its current state). Shorter costs a database read per
+    /// is busy (every health batch brings back its current state). Shorter costs a database read per
     /// overlay per period.
     pub record_refresh: Duration,
 
@@ -29,14 +29,23 @@ pub struct ServiceConfig {
     /// every slot.
     pub max_in_flight_per_overlay: usize,
 
-    /// How long the metrics writer waits after the first invocation of an idle period before it
+    /// Overlays whose records and pre-linked modules this process keeps in memory. Default: 10 000.
+    ///
+    /// When full, an overlay seen for the first time evicts the least recently invoked one that has
+    /// no call in flight (so the cache outgrows this only by overlays running at once). An evicted
+    /// overlay costs a database read and a fetch, verification and link of its binary (milliseconds)
+    /// on its next call; each kept one costs its record, its pre-linked module (the compiled code is
+    /// shared with the runtime's module cache) and its Prometheus series.
+    pub overlay_cache_entries: usize,
+
+    /// How long the health writer waits after the first invocation of an idle period before it
     /// writes the batch. Default: 5 ms.
     ///
-    /// Metrics are written behind the invocations, in batches (one transaction per batch, one row
-    /// update per overlay), so persistence costs little per call; the price is that a process killed
-    /// with SIGKILL loses at most the batch being gathered (counts never go backwards). Graceful
-    /// shutdown writes everything.
-    pub metrics_batch_window: Duration,
+    /// Health counts are written behind the invocations, in batches (one transaction per batch, one
+    /// row update per overlay), so persistence costs little per call; the price is that a process
+    /// killed with SIGKILL loses at most the batch being gathered (counts never go backwards).
+    /// Graceful shutdown writes everything.
+    pub health_batch_window: Duration,
 
     /// How long a verified API token is trusted before it is looked up again. Default: 5 s.
     ///
@@ -52,7 +61,8 @@ impl Default for ServiceConfig {
             record_refresh: Duration::from_secs(1),
             max_in_flight: 256,
             max_in_flight_per_overlay: 64,
-            metrics_batch_window: Duration::from_millis(5),
+            overlay_cache_entries: 10_000,
+            health_batch_window: Duration::from_millis(5),
             token_cache_ttl: Duration::from_secs(5),
         }
     }

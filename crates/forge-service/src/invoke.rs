@@ -1,64 +1,24 @@
-//! The invocation pipeline and the in-memory view of overlays it runs on.
+//! The invocation pipeline.
 //!
-//! The hot path touches no database: overlay records are cached (re-read after
-//! [`ServiceConfig::record_refresh`](crate::ServiceConfig::record_refresh)), binaries are fetched,
-//! verified and pre-linked once per overlay, and metrics are recorded behind the call. Guests run
-//! on the caller's task (on a fiber, yielding at every epoch tick), so no thread is handed over.
+//! The hot path touches no database: overlay records come from the [`OverlayCache`](crate::cache::OverlayCache),
+//! binaries are fetched, verified and pre-linked once per overlay, and health counts are recorded
+//! behind the call. Guests run on the caller's task (on a fiber, yielding at every epoch tick), so no
+//! thread is handed over.
 
 use crate::OverlayService;
-use crate::access::{Operation, require};
-use crate::metrics::{OverlaySeries, label};
+use crate::access::{Operation, require, require_trust};
+use crate::cache::Entry;
 use forge_model::{
     ForgeError, HealthReport, Overlay, OverlayInvocation, OverlayResult, OverlayState, Principal,
 };
 use forge_runtime::{OverlayIdentity, PreparedOverlay};
 use forge_storage::MetricsOutcome;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
 use uuid::Uuid;
 
 /// Seconds a refused client is asked to wait before retrying.
 const RETRY_AFTER_SECS: u64 = 1;
-
-/// Overlays this process has seen, by id, and the newest active version of each name.
-#[derive(Default)]
-pub(crate) struct OverlayCache {
-    entries: RwLock<HashMap<Uuid, Arc<Entry>>>,
-    newest_active: RwLock<HashMap<String, (Uuid, Instant)>>,
-    /// Invocations running now, over all overlays.
-    in_flight: AtomicUsize,
-}
-
-/// One overlay: its latest known record, its pre-linked module and its counters.
-pub(crate) struct Entry {
-    snapshot: RwLock<Snapshot>,
-    prepared: tokio::sync::OnceCell<Arc<PreparedOverlay>>,
-    in_flight: AtomicUsize,
-    series: OverlaySeries,
-    /// `name@version`, for metrics and logs.
-    label: Arc<str>,
-    /// The manifest's name: the identity host functions act under.
-    overlay_name: Arc<str>,
-}
-
-#[derive(Clone)]
-struct Snapshot {
-    overlay: Arc<Overlay>,
-    read_at: Instant,
-}
-
-impl Entry {
-    fn snapshot(&self) -> Snapshot {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn replace(&self, overlay: Arc<Overlay>) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
-            Snapshot { overlay, read_at: Instant::now() };
-    }
-}
 
 /// A place among the invocations in flight, given back when dropped.
 struct Admission<'a> {
@@ -88,8 +48,8 @@ fn take_slot(counter: &AtomicUsize, limit: usize) -> bool {
 impl OverlayService {
     /// Runs one invocation of overlay `id` for `caller`, in the original Forge order: the overlay
     /// exists (404), is active (422), the caller's trust can access it (403), the function is an entry
-    /// point (422), there is room (429), the binary loads and verifies (503); then it runs, its metrics
-    /// are recorded and its health checked. A guest failure is an `Ok` result with `success: false`.
+    /// point (422), there is room (429), the binary loads and verifies (503); then it runs and its
+    /// health counts are recorded. A guest failure is an `Ok` result with `success: false`.
     pub async fn invoke(
         &self,
         caller: &Principal,
@@ -105,12 +65,7 @@ impl OverlayService {
             ))
             .with_detail("state", overlay.state.as_str()));
         }
-        if !caller.trust_level.can_access(overlay.trust_level) {
-            return Err(ForgeError::authorization(format!(
-                "trust level {} cannot invoke an overlay of trust level {}",
-                caller.trust_level, overlay.trust_level
-            )));
-        }
+        require_trust(caller, overlay.trust_level, "invoke an overlay of")?;
         let entry_points = &overlay.manifest.entry_points;
         if !entry_points.contains(&invocation.function) {
             return Err(invocation.unknown_entry_point(&entry.label, entry_points.iter().map(String::as_str)));
@@ -147,8 +102,8 @@ impl OverlayService {
     /// percentiles.
     pub async fn health(&self, caller: &Principal, id: Uuid) -> Result<HealthReport, ForgeError> {
         require(caller, Operation::Read)?;
-        if let Err(error) = self.flush_metrics().await {
-            tracing::warn!(%error, "health read without this process's latest metrics");
+        if let Err(error) = self.flush_health().await {
+            tracing::warn!(%error, "health read without this process's latest counts");
         }
         let overlay = self.get(caller, id).await?;
         let latency = self.inner.repo.latency_histogram(id).await?;
@@ -157,7 +112,7 @@ impl OverlayService {
 
     fn admit<'a>(&'a self, entry: &'a Entry) -> Result<Admission<'a>, ForgeError> {
         let config = &self.inner.config;
-        if !take_slot(&self.inner.overlays.in_flight, config.max_in_flight) {
+        if !take_slot(&self.inner.in_flight, config.max_in_flight) {
             self.inner.metrics.refused("global_limit");
             return Err(ForgeError::rate_limited(
                 format!("too many invocations in flight (limit {}); retry later", config.max_in_flight),
@@ -165,7 +120,7 @@ impl OverlayService {
             ));
         }
         if !take_slot(&entry.in_flight, config.max_in_flight_per_overlay) {
-            self.inner.overlays.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.inner.metrics.refused("overlay_limit");
             return Err(ForgeError::rate_limited(
                 format!(
@@ -177,7 +132,7 @@ impl OverlayService {
         }
         self.inner.metrics.in_flight.inc();
         Ok(Admission {
-            global: &self.inner.overlays.in_flight,
+            global: &self.inner.in_flight,
             overlay: &entry.in_flight,
             gauge: &self.inner.metrics.in_flight,
         })
@@ -207,97 +162,30 @@ impl OverlayService {
     /// The cached entry of overlay `id` and its current record, re-read when older than
     /// `record_refresh`; 404 if none.
     async fn entry(&self, id: Uuid) -> Result<(Arc<Entry>, Arc<Overlay>), ForgeError> {
-        let cached = self.inner.overlays.entries.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        if let Some(entry) = cached.as_ref() {
-            let snapshot = entry.snapshot();
-            if snapshot.read_at.elapsed() < self.inner.config.record_refresh {
-                return Ok((entry.clone(), snapshot.overlay));
-            }
+        let overlays = &self.inner.overlays;
+        if let Some(fresh) = overlays.fresh(id) {
+            return Ok(fresh);
         }
         let Some(overlay) = self.inner.repo.get_overlay(id).await? else {
-            self.forget(id);
+            overlays.forget(id);
             return Err(ForgeError::not_found(format!("overlay {id} not found")));
         };
         let overlay = Arc::new(overlay);
-        let entry = match cached {
-            Some(entry) => {
-                entry.replace(overlay.clone());
-                entry
-            }
-            None => self.cache(overlay.clone()),
-        };
-        Ok((entry, overlay))
+        Ok((overlays.insert(overlay.clone(), &self.inner.metrics), overlay))
     }
 
-    fn cache(&self, overlay: Arc<Overlay>) -> Arc<Entry> {
-        let mut entries = self.inner.overlays.entries.write().unwrap_or_else(|p| p.into_inner());
-        entries
-            .entry(overlay.id)
-            .or_insert_with(|| {
-                let label = label(&overlay.manifest.name, &overlay.manifest.version);
-                Arc::new(Entry {
-                    series: self.inner.metrics.series(&label),
-                    label: label.into(),
-                    overlay_name: overlay.manifest.name.as_str().into(),
-                    prepared: tokio::sync::OnceCell::new(),
-                    in_flight: AtomicUsize::new(0),
-                    snapshot: RwLock::new(Snapshot { overlay, read_at: Instant::now() }),
-                })
-            })
-            .clone()
-    }
-
-    /// Takes a record this process just wrote as the current one.
-    pub(crate) fn remember(&self, overlay: &Overlay) {
-        self.forget_name(&overlay.manifest.name);
-        let entry =
-            self.inner.overlays.entries.read().unwrap_or_else(|p| p.into_inner()).get(&overlay.id).cloned();
-        if let Some(entry) = entry {
-            entry.replace(Arc::new(overlay.clone()));
-        }
-    }
-
-    pub(crate) fn forget(&self, id: Uuid) {
-        let removed = self.inner.overlays.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        if let Some(entry) = removed {
-            let overlay = entry.snapshot().overlay;
-            self.forget_name(&overlay.manifest.name);
-        }
-    }
-
-    fn forget_name(&self, name: &str) {
-        self.inner.overlays.newest_active.write().unwrap_or_else(|p| p.into_inner()).remove(name);
-    }
-
-    /// Brings a metrics batch's view of an overlay (state, trust, health) into the cache.
-    pub(crate) fn apply_metrics_outcome(&self, outcome: MetricsOutcome) {
-        let entry = self
-            .inner
-            .overlays
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&outcome.overlay_id)
-            .cloned();
-        let Some(entry) = entry else { return };
-        let mut overlay = (*entry.snapshot().overlay).clone();
-        if outcome.quarantined {
-            tracing::warn!(overlay = %entry.label, failure_rate = outcome.health.failure_rate(), "overlay quarantined automatically");
+    /// Brings a health batch's view of an overlay into the cache, and reports a quarantine it made.
+    pub(crate) fn apply_health_outcome(&self, outcome: MetricsOutcome) {
+        let (quarantined, failure_rate) = (outcome.quarantined, outcome.health.failure_rate());
+        let Some(entry) = self.inner.overlays.apply(outcome) else { return };
+        if quarantined {
+            tracing::warn!(overlay = %entry.label, failure_rate, "overlay quarantined automatically");
             self.inner.metrics.quarantined(&entry.label, true);
-            self.forget_name(&overlay.manifest.name);
         }
-        overlay.state = outcome.state;
-        overlay.trust_level = outcome.trust_level;
-        overlay.health = outcome.health;
-        entry.replace(Arc::new(overlay));
     }
 
     async fn newest_active(&self, name: &str) -> Result<Uuid, ForgeError> {
-        let cached =
-            self.inner.overlays.newest_active.read().unwrap_or_else(|p| p.into_inner()).get(name).copied();
-        if let Some((id, read_at)) = cached
-            && read_at.elapsed() < self.inner.config.record_refresh
-        {
+        if let Some(id) = self.inner.overlays.newest_active(name) {
             return Ok(id);
         }
         let newest = self
@@ -311,13 +199,8 @@ impl OverlayService {
             .map(|(_, overlay)| overlay)
             .ok_or_else(|| ForgeError::not_found(format!("no active overlay named `{name}`")))?;
         let id = newest.id;
-        self.inner
-            .overlays
-            .newest_active
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), (id, Instant::now()));
-        self.cache(Arc::new(newest));
+        self.inner.overlays.set_newest_active(name, id);
+        self.inner.overlays.insert(Arc::new(newest), &self.inner.metrics);
         Ok(id)
     }
 }

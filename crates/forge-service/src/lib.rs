@@ -7,6 +7,7 @@
 //! default (SQLite and a local directory) and on PostgreSQL with S3 shared by several processes.
 
 mod access;
+mod cache;
 mod capsules;
 mod config;
 mod invoke;
@@ -25,6 +26,7 @@ use forge_model::ForgeError;
 use forge_runtime::{HostServices, NoNetwork, Runtime};
 use forge_storage::{BlobStore, Repository};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 /// The service. Cheap to clone; every clone is the same service.
 #[derive(Clone)]
@@ -37,15 +39,17 @@ struct Inner {
     repo: Arc<dyn Repository>,
     blobs: BlobStore,
     runtime: Runtime,
-    overlays: invoke::OverlayCache,
-    recorder: Arc<recorder::Recorder>,
+    overlays: cache::OverlayCache,
+    /// Invocations running now, over all overlays.
+    in_flight: AtomicUsize,
+    recorder: Arc<recorder::HealthRecorder>,
     tokens: users::TokenCache,
     metrics: ServiceMetrics,
 }
 
 impl OverlayService {
     /// Starts the service on a repository and a blob store. Must be called inside a Tokio runtime:
-    /// invocations and the metrics writer run on it.
+    /// invocations and the health writer run on it.
     pub fn new(
         config: ServiceConfig,
         repo: Arc<dyn Repository>,
@@ -54,10 +58,11 @@ impl OverlayService {
         let capsules = Arc::new(capsules::RepositoryCapsules::new(repo.clone()));
         let services = HostServices { capsules, http: Arc::new(NoNetwork) };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
-        let recorder = Arc::new(recorder::Recorder::default());
+        let recorder = Arc::new(recorder::HealthRecorder::default());
         let service = OverlayService {
             inner: Arc::new(Inner {
-                overlays: invoke::OverlayCache::default(),
+                overlays: cache::OverlayCache::new(config.overlay_cache_entries, config.record_refresh),
+                in_flight: AtomicUsize::new(0),
                 tokens: users::TokenCache::default(),
                 metrics: ServiceMetrics::new(),
                 recorder,
@@ -79,10 +84,10 @@ impl OverlayService {
         &self.inner.metrics
     }
 
-    /// Writes every metric recorded so far and closes the database: call once, at shutdown, after
-    /// the last invocation.
+    /// Writes every health count recorded so far and closes the database: call once, at shutdown,
+    /// after the last invocation.
     pub async fn shutdown(&self) -> Result<(), ForgeError> {
-        let flushed = self.flush_metrics().await;
+        let flushed = self.flush_health().await;
         self.inner.repo.close().await;
         flushed
     }

@@ -1,4 +1,4 @@
-//! Health metrics written behind the invocations, in batches.
+//! Health counts written behind the invocations, in batches.
 //!
 //! Each invocation adds its result to the pending delta of its overlay (a mutex and a few additions);
 //! a writer task turns the pending deltas into one `record_metrics` transaction, which increments the
@@ -9,8 +9,9 @@ use crate::OverlayService;
 use chrono::Utc;
 use forge_model::{ForgeError, OverlayResult};
 use forge_storage::MetricsDelta;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -19,30 +20,30 @@ use uuid::Uuid;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
-pub(crate) struct Recorder {
+pub(crate) struct HealthRecorder {
     pending: Mutex<HashMap<Uuid, MetricsDelta>>,
     wake: Notify,
     /// Serialises writes, so that `flush` returns only after everything recorded before it is stored.
     writer: tokio::sync::Mutex<()>,
 }
 
-impl Recorder {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, MetricsDelta>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
+impl HealthRecorder {
     pub(crate) fn record(&self, overlay_id: Uuid, result: &OverlayResult) {
         let now = Utc::now();
-        self.lock().entry(overlay_id).or_insert_with(|| MetricsDelta::new(overlay_id, now)).add(result, now);
+        self.pending
+            .lock()
+            .entry(overlay_id)
+            .or_insert_with(|| MetricsDelta::new(overlay_id, now))
+            .add(result, now);
         self.wake.notify_one();
     }
 
     fn take(&self) -> Vec<MetricsDelta> {
-        self.lock().drain().map(|(_, delta)| delta).collect()
+        self.pending.lock().drain().map(|(_, delta)| delta).collect()
     }
 
     fn put_back(&self, batch: Vec<MetricsDelta>) {
-        let mut pending = self.lock();
+        let mut pending = self.pending.lock();
         for delta in batch {
             match pending.get_mut(&delta.overlay_id) {
                 Some(newer) => newer.merge(delta),
@@ -55,8 +56,8 @@ impl Recorder {
 }
 
 impl OverlayService {
-    /// Stores every metric recorded so far (and applies any quarantine they call for).
-    pub async fn flush_metrics(&self) -> Result<(), ForgeError> {
+    /// Stores every health count recorded so far (and applies any quarantine they call for).
+    pub async fn flush_health(&self) -> Result<(), ForgeError> {
         let recorder = &self.inner.recorder;
         let _writing = recorder.writer.lock().await;
         let batch = recorder.take();
@@ -66,7 +67,7 @@ impl OverlayService {
         match self.inner.repo.record_metrics(&batch, self.inner.config.quarantine).await {
             Ok(outcomes) => {
                 for outcome in outcomes {
-                    self.apply_metrics_outcome(outcome);
+                    self.apply_health_outcome(outcome);
                 }
                 Ok(())
             }
@@ -80,16 +81,16 @@ impl OverlayService {
 
 /// Starts the writer task. It holds the service weakly and ends when the service is dropped.
 pub(crate) fn spawn_writer(service: &OverlayService) {
-    let recorder: Arc<Recorder> = service.inner.recorder.clone();
-    let window = service.inner.config.metrics_batch_window;
+    let recorder: Arc<HealthRecorder> = service.inner.recorder.clone();
+    let window = service.inner.config.health_batch_window;
     let service: Weak<crate::Inner> = Arc::downgrade(&service.inner);
     tokio::spawn(async move {
         loop {
             recorder.wake.notified().await;
             tokio::time::sleep(window).await;
             let Some(inner) = service.upgrade() else { return };
-            if let Err(error) = (OverlayService { inner }).flush_metrics().await {
-                tracing::warn!(%error, "cannot write invocation metrics; keeping them for the next attempt");
+            if let Err(error) = (OverlayService { inner }).flush_health().await {
+                tracing::warn!(%error, "cannot write health counts; keeping them for the next attempt");
                 tokio::time::sleep(RETRY_PAUSE).await;
                 recorder.wake.notify_one();
             }

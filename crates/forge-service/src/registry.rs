@@ -1,12 +1,12 @@
 //! Registration, reads, lifecycle transitions, trust and deletion, each with its audit event.
 
 use crate::OverlayService;
-use crate::access::{Operation, require};
+use crate::access::{Operation, require, require_trust};
 use bytes::Bytes;
 use chrono::Utc;
 use forge_model::{
-    AuditEvent, CapabilityName, ForgeError, LifecycleAction, NewAuditEvent, Overlay, OverlayFilter,
-    OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, Principal, TrustLevel,
+    AuditAction, AuditEvent, CapabilityName, ForgeError, LifecycleAction, NewAuditEvent, Overlay,
+    OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, Principal, TrustLevel,
 };
 use forge_storage::StorageError;
 use serde_json::{Map, Value, json};
@@ -27,14 +27,14 @@ const REASON_MAX_CHARS: usize = 1000;
 fn event(
     overlay_id: Uuid,
     actor: &Principal,
-    action: &str,
+    action: AuditAction,
     from: Option<OverlayState>,
     to: Option<OverlayState>,
 ) -> NewAuditEvent {
     NewAuditEvent {
         overlay_id,
         actor: actor.name.clone(),
-        action: action.into(),
+        action,
         from_state: from,
         to_state: to,
         reason: None,
@@ -114,7 +114,7 @@ impl OverlayService {
             wasm_key,
             manifest,
         };
-        let mut register = event(overlay.id, actor, "register", None, Some(OverlayState::Pending));
+        let mut register = event(overlay.id, actor, AuditAction::Register, None, Some(OverlayState::Pending));
         register.details = details(json!({
             "wasm_hash": overlay.wasm_hash,
             "requires_approval": overlay.requires_approval,
@@ -231,7 +231,7 @@ impl OverlayService {
             ))
             .with_detail("state", current.state.as_str()));
         };
-        let mut record = event(id, actor, action.as_str(), Some(current.state), Some(to));
+        let mut record = event(id, actor, action.into(), Some(current.state), Some(to));
         record.reason = reason;
         let reset_health = action == LifecycleAction::Release;
         let updated =
@@ -244,7 +244,7 @@ impl OverlayService {
                 false,
             );
         }
-        self.remember(&updated);
+        self.inner.overlays.remember(&updated);
         Ok(updated)
     }
 
@@ -257,15 +257,10 @@ impl OverlayService {
         reason_given: Option<String>,
     ) -> Result<Overlay, ForgeError> {
         require(actor, Operation::SetTrustLevel)?;
-        if !actor.trust_level.can_access(trust_level) {
-            return Err(ForgeError::authorization(format!(
-                "trust level {} cannot grant trust level {trust_level}",
-                actor.trust_level
-            )));
-        }
+        require_trust(actor, trust_level, "grant")?;
         let reason = reason("set the trust level of", reason_given, false)?;
         let current = self.get(actor, id).await?;
-        let mut record = event(id, actor, "set_trust_level", None, None);
+        let mut record = event(id, actor, AuditAction::SetTrustLevel, None, None);
         record.reason = reason;
         record.details = details(json!({"from": current.trust_level, "to": trust_level}));
         let updated = self
@@ -274,7 +269,7 @@ impl OverlayService {
             .set_trust_level(id, trust_level, record)
             .await?
             .ok_or_else(|| ForgeError::not_found(format!("overlay {id} not found")))?;
-        self.remember(&updated);
+        self.inner.overlays.remember(&updated);
         Ok(updated)
     }
 
@@ -288,12 +283,12 @@ impl OverlayService {
         require(actor, Operation::Delete)?;
         let reason = reason("delete", reason_given, false)?;
         let current = self.get(actor, id).await?;
-        let mut record = event(id, actor, "delete", Some(current.state), None);
+        let mut record = event(id, actor, AuditAction::Delete, Some(current.state), None);
         record.reason = reason;
         if !self.inner.repo.delete_overlay(id, record).await? {
             return Err(ForgeError::not_found(format!("overlay {id} not found")));
         }
-        self.forget(id);
+        self.inner.overlays.forget(id);
         self.delete_binary(&current.wasm_key).await;
         Ok(())
     }

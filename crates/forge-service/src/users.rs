@@ -1,13 +1,13 @@
 //! Users and API tokens: random bearer tokens, stored only as SHA-256 hashes, revocable.
 
 use crate::OverlayService;
-use crate::access::{Operation, require};
+use crate::access::{Operation, require, require_trust};
 use base64::Engine;
 use chrono::Utc;
 use forge_model::{ForgeError, NewUser, Principal, Role, TrustLevel, User};
+use parking_lot::Mutex;
 use rand::RngCore;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -32,28 +32,22 @@ pub(crate) struct TokenCache {
     verified: Mutex<HashMap<String, (Principal, Instant)>>,
 }
 
-impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Instant)>> {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl OverlayService {
     /// The principal a bearer token belongs to; 401 if it is unknown or revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, ForgeError> {
         let hash = token_hash(token);
         let ttl = self.inner.config.token_cache_ttl;
-        if let Some((principal, at)) = self.inner.tokens.lock().get(&hash)
+        if let Some((principal, at)) = self.inner.tokens.verified.lock().get(&hash)
             && at.elapsed() < ttl
         {
             return Ok(principal.clone());
         }
         let user = self.inner.repo.user_by_token_hash(&hash).await?.ok_or_else(|| {
-            self.inner.tokens.lock().remove(&hash);
+            self.inner.tokens.verified.lock().remove(&hash);
             ForgeError::authentication("invalid or revoked token")
         })?;
         let principal = Principal::from(&user);
-        let mut tokens = self.inner.tokens.lock();
+        let mut tokens = self.inner.tokens.verified.lock();
         // Bounded: stale entries go whenever the cache grows past what a busy server sees.
         if tokens.len() >= 10_000 {
             tokens.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -71,12 +65,7 @@ impl OverlayService {
     ) -> Result<(User, String), ForgeError> {
         require(actor, Operation::CreateUser)?;
         new_user.validate()?;
-        if !actor.trust_level.can_access(new_user.trust_level) {
-            return Err(ForgeError::authorization(format!(
-                "trust level {} cannot create a user of trust level {}",
-                actor.trust_level, new_user.trust_level
-            )));
-        }
+        require_trust(actor, new_user.trust_level, "create a user of")?;
         let mut roles = new_user.roles;
         roles.dedup();
         let user = User {
@@ -141,7 +130,7 @@ impl OverlayService {
             _ => return Err(ForgeError::not_found("no such live token of yours")),
         }
         self.inner.repo.revoke_token(&hash).await?;
-        self.inner.tokens.lock().remove(&hash);
+        self.inner.tokens.verified.lock().remove(&hash);
         Ok(())
     }
 }

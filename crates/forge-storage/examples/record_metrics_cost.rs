@@ -39,7 +39,7 @@ async fn active_core_overlay(repo: &dyn Repository, name: &str) -> Result<Uuid, 
     let event = NewAuditEvent {
         overlay_id: overlay.id,
         actor: "bench".into(),
-        action: "register".into(),
+        action: forge_model::AuditAction::Register,
         from_state: None,
         to_state: Some(OverlayState::Active),
         reason: None,

@@ -10,9 +10,9 @@ use crate::repository::{MetricsDelta, MetricsOutcome, Repository, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_model::{
-    AuditEvent, Capsule, CapsuleHit, CapsulePreview, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay,
-    OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, QuarantinePolicy,
-    TrustLevel, User,
+    AuditAction, AuditEvent, Capsule, CapsuleHit, CapsulePreview, LatencyHistogram, NewAuditEvent,
+    NewCapsule, Overlay, OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest,
+    QuarantinePolicy, TrustLevel, User,
 };
 use serde_json::{Map, Value, json};
 use std::sync::LazyLock;
@@ -241,7 +241,7 @@ fn event_from(row: &Row) -> Result<AuditEvent> {
         id: row.int("id")?,
         overlay_id: row.uuid("overlay_id")?,
         actor: row.text("actor")?,
-        action: row.text("action")?,
+        action: row.parsed("action")?,
         from_state: opt_state(row, "from_state")?,
         to_state: opt_state(row, "to_state")?,
         reason: row.opt_text("reason")?,
@@ -350,7 +350,7 @@ fn auto_quarantine_event(
     NewAuditEvent {
         overlay_id,
         actor: "system".into(),
-        action: "auto_quarantine".into(),
+        action: AuditAction::AutoQuarantine,
         from_state: Some(OverlayState::Active),
         to_state: Some(OverlayState::Quarantined),
         reason: Some(format!(

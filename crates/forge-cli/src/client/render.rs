@@ -181,7 +181,7 @@ pub fn events(items: &[AuditEvent], meta: Option<&Meta>) -> String {
                 (None, false) => compact(&e.details, CELL_MAX_CHARS),
                 (None, true) => "-".to_owned(),
             };
-            vec![time(&e.created_at), e.actor.clone(), e.action.clone(), state, cut(&why, CELL_MAX_CHARS)]
+            vec![time(&e.created_at), e.actor.clone(), e.action.to_string(), state, cut(&why, CELL_MAX_CHARS)]
         }),
         meta,
         "events",

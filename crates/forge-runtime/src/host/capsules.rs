@@ -1,11 +1,12 @@
 //! `capsule_read`, `capsule_search`, `capsule_create`: Forge's capsules, filtered by the overlay's trust.
 
 use super::{HandlerFuture, HostCallError, RequestContext, parse_request, to_answer};
-use crate::call::Abort;
+use crate::abi::GuestErrorCode;
+use crate::state::Abort;
 use forge_model::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule, TrustLevel};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::sync::Mutex;
 use uuid::Uuid;
 
 /// Where capsules live. The service backs it with its database; [`InMemoryCapsules`] serves local runs
@@ -52,20 +53,20 @@ struct CreateRequest {
 }
 
 /// A capsule the overlay may not see is answered exactly like a missing one.
-pub(crate) fn read(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
-    let store = context.services.capsules.clone();
+pub(crate) fn read(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.grants.services.capsules.clone();
     let trust = context.identity.trust_level;
     Ok(Box::pin(async move {
         let ReadRequest { id } = parse_request(request)?;
         match store.read(id).await? {
             Some(capsule) if trust.can_access(capsule.trust_level) => to_answer(capsule),
-            _ => Err(HostCallError::refused("not_found", format!("capsule {id} not found"))),
+            _ => Err(HostCallError::refused(GuestErrorCode::NotFound, format!("capsule {id} not found"))),
         }
     }))
 }
 
-pub(crate) fn search(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
-    let store = context.services.capsules.clone();
+pub(crate) fn search(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.grants.services.capsules.clone();
     let trust = context.identity.trust_level;
     Ok(Box::pin(async move {
         let SearchRequest { query, limit } = parse_request(request)?;
@@ -79,8 +80,8 @@ pub(crate) fn search(context: &RequestContext, request: Value) -> Result<Handler
 }
 
 /// The new capsule gets the overlay's trust level and records which overlay made it.
-pub(crate) fn create(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
-    let store = context.services.capsules.clone();
+pub(crate) fn create(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.grants.services.capsules.clone();
     let identity = context.identity.clone();
     Ok(Box::pin(async move {
         let CreateRequest { content, capsule_type, mut metadata } = parse_request(request)?;
@@ -96,7 +97,7 @@ pub(crate) fn create(context: &RequestContext, request: Value) -> Result<Handler
             owner: None,
             created_by_overlay: identity.id,
         };
-        capsule.validate().map_err(|e| HostCallError::refused("invalid_request", e.message))?;
+        capsule.validate().map_err(|e| HostCallError::refused(GuestErrorCode::InvalidRequest, e.message))?;
         to_answer(store.create(capsule).await?)
     }))
 }
@@ -109,20 +110,16 @@ pub struct InMemoryCapsules {
 }
 
 impl InMemoryCapsules {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Capsule>> {
-        self.capsules.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Every capsule stored so far, oldest first.
     pub fn all(&self) -> Vec<Capsule> {
-        self.lock().clone()
+        self.capsules.lock().clone()
     }
 }
 
 #[async_trait::async_trait]
 impl CapsuleStore for InMemoryCapsules {
     async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError> {
-        Ok(self.lock().iter().find(|c| c.id == id).cloned())
+        Ok(self.capsules.lock().iter().find(|c| c.id == id).cloned())
     }
 
     async fn search(
@@ -133,6 +130,7 @@ impl CapsuleStore for InMemoryCapsules {
     ) -> Result<Vec<CapsuleHit>, HostCallError> {
         let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
         let mut hits: Vec<CapsuleHit> = self
+            .capsules
             .lock()
             .iter()
             .filter(|c| max_trust.can_access(c.trust_level))
@@ -159,7 +157,7 @@ impl CapsuleStore for InMemoryCapsules {
             created_by_overlay: capsule.created_by_overlay,
             created_at: chrono::Utc::now(),
         };
-        self.lock().push(capsule.clone());
+        self.capsules.lock().push(capsule.clone());
         Ok(capsule)
     }
 }

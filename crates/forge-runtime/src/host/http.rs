@@ -6,7 +6,8 @@
 //! `unavailable`.
 
 use super::{HandlerFuture, HostCallError, RequestContext, parse_request, to_answer};
-use crate::call::Abort;
+use crate::abi::GuestErrorCode;
+use crate::state::Abort;
 use forge_model::ErrorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -47,12 +48,15 @@ pub struct NoNetwork;
 #[async_trait::async_trait]
 impl HttpClient for NoNetwork {
     async fn send(&self, _: HttpRequest) -> Result<HttpResponse, HostCallError> {
-        Err(HostCallError::refused("unavailable", "outbound HTTP is not configured on this host"))
+        Err(HostCallError::refused(
+            GuestErrorCode::Unavailable,
+            "outbound HTTP is not configured on this host",
+        ))
     }
 }
 
 /// Whether `host` matches one of the allowed patterns (`api.example.com` or `*.example.com`).
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let host = host.to_ascii_lowercase();
     allowed.iter().any(|pattern| {
         let pattern = pattern.to_ascii_lowercase();
@@ -65,13 +69,13 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
 
 /// A malformed request is the guest's to handle (`invalid_request`); a host outside the manifest's
 /// list ends the call (`capability_denied`).
-pub(crate) fn request(context: &RequestContext, request: Value) -> Result<HandlerFuture, Abort> {
-    let client = context.services.http.clone();
+pub(crate) fn request(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+    let client = context.grants.services.http.clone();
     let checked = parse_request::<HttpRequest>(request).and_then(|request| {
         match url::Url::parse(&request.url).ok().and_then(|u| u.host_str().map(str::to_owned)) {
             Some(host) => Ok((request, host)),
             None => Err(HostCallError::refused(
-                "invalid_request",
+                GuestErrorCode::InvalidRequest,
                 format!("`{}` is not an absolute URL", request.url),
             )),
         }

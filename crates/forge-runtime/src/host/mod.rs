@@ -4,20 +4,20 @@
 //! capability (see [`crate::abi::check_module`]). Backends are shared by every call; what a call may
 //! see (its overlay's trust level, its allowed hosts) travels with the call.
 
-pub mod capsules;
-pub mod http;
+mod capsules;
+mod http;
 
-use crate::abi::HostFunction;
-use crate::call::{Abort, CallState};
-use forge_model::{ErrorKind, TrustLevel};
+use crate::abi::{self, GuestErrorCode, HostFunction, ModuleInfo};
+use crate::log::LogLevel;
+use crate::state::{Abort, CallState, OverlayIdentity, write_to_guest};
+use forge_model::{CapabilityName, ErrorKind, OverlayManifest};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
-use uuid::Uuid;
 use wasmtime::{Caller, Linker};
 
-pub use capsules::{CapsuleStore, InMemoryCapsules};
+pub use capsules::{CapsuleStore, InMemoryCapsules, MAX_SEARCH_LIMIT};
 pub use http::{HttpClient, HttpRequest, HttpResponse, NoNetwork};
 
 /// The backends host functions reach, shared by every call. Their futures run inside the call's
@@ -35,13 +35,24 @@ impl Default for HostServices {
     }
 }
 
-/// Which overlay a call runs as: host functions act with its identity and trust.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverlayIdentity {
-    /// Registry id; None for a module run locally without registration.
-    pub id: Option<Uuid>,
-    pub name: Arc<str>,
-    pub trust_level: TrustLevel,
+/// What one overlay's request / response host functions reach: the shared backends, and what its
+/// manifest grants beyond the always-granted functions. Built once, when the overlay is linked.
+pub(crate) struct Grants {
+    pub services: HostServices,
+    /// Hosts `http_request` may reach (`constraints.hosts` of `network:http`).
+    pub http_hosts: Vec<String>,
+}
+
+impl Grants {
+    pub(crate) fn of(manifest: &OverlayManifest, services: &HostServices) -> Grants {
+        let http_hosts = manifest
+            .capability(CapabilityName::NetworkHttp)
+            .and_then(|c| c.constraints.as_ref())
+            .and_then(|c| c.get("hosts"))
+            .and_then(|hosts| serde_json::from_value::<Vec<String>>(hosts.clone()).ok())
+            .unwrap_or_default();
+        Grants { services: services.clone(), http_hosts }
+    }
 }
 
 /// How a backend answers a host function call that it could not serve.
@@ -49,54 +60,69 @@ pub struct OverlayIdentity {
 pub enum HostCallError {
     /// An answer for the guest, `{"error": {code, message}}`: the guest decides what to do.
     #[error("{code}: {message}")]
-    Refused { code: &'static str, message: String },
+    Refused { code: GuestErrorCode, message: String },
     /// The host failed (database down...): ends the call as `host_error`, not held against the overlay.
     #[error("{0}")]
     Fault(String),
 }
 
 impl HostCallError {
-    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn refused(code: GuestErrorCode, message: impl Into<String>) -> Self {
         HostCallError::Refused { code, message: message.into() }
     }
     fn invalid_request(message: impl std::fmt::Display) -> Self {
-        Self::refused("invalid_request", format!("invalid request: {message}"))
+        Self::refused(GuestErrorCode::InvalidRequest, format!("invalid request: {message}"))
     }
 }
 
-/// Adds every function `granted` to the linker (functions not granted stay unlinked, so a module
-/// importing them cannot even be instantiated).
-pub(crate) fn link(linker: &mut Linker<CallState>, granted: &[HostFunction]) -> wasmtime::Result<()> {
-    let module = crate::abi::FORGE_MODULE;
-    for function in granted {
+/// Adds every function the module imports (checked against its grants) to the linker, and a
+/// locked-down WASI if it imports WASI. Functions not granted stay unlinked, so a module importing
+/// them cannot even be instantiated.
+pub(crate) fn link(
+    linker: &mut Linker<CallState>,
+    info: &ModuleInfo,
+    grants: &Arc<Grants>,
+) -> wasmtime::Result<()> {
+    let module = abi::FORGE_MODULE;
+    for function in &info.host_imports {
         let name = function.name();
         match function {
             HostFunction::LogInfo => linker
                 .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    log(c, crate::log::LogLevel::Info, p, l)
+                    log(c, LogLevel::Info, p, l)
                 })
                 .map(drop)?,
             HostFunction::LogError => linker
                 .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
-                    log(c, crate::log::LogLevel::Error, p, l)
+                    log(c, LogLevel::Error, p, l)
                 })
                 .map(drop)?,
             HostFunction::Fail => linker.func_wrap(module, name, fail).map(drop)?,
-            HostFunction::CapsuleRead => link_request(linker, name, capsules::read)?,
-            HostFunction::CapsuleSearch => link_request(linker, name, capsules::search)?,
-            HostFunction::CapsuleCreate => link_request(linker, name, capsules::create)?,
-            HostFunction::HttpRequest => link_request(linker, name, http::request)?,
+            HostFunction::CapsuleRead => link_request(linker, name, capsules::read, grants)?,
+            HostFunction::CapsuleSearch => link_request(linker, name, capsules::search, grants)?,
+            HostFunction::CapsuleCreate => link_request(linker, name, capsules::create, grants)?,
+            HostFunction::HttpRequest => link_request(linker, name, http::request, grants)?,
         }
+    }
+    if info.uses_wasi {
+        link_wasi(linker)?;
     }
     Ok(())
 }
 
-fn log(
-    caller: Caller<'_, CallState>,
-    level: crate::log::LogLevel,
-    ptr: i32,
-    len: i32,
-) -> wasmtime::Result<()> {
+/// WASI preview 1, locked down: no args, no env, no preopens, no sockets; stdout / stderr to the log
+/// (see `SharedLog::wasi_context`).
+fn link_wasi(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_async(linker, CallState::wasi)?;
+    // Waiting in `poll_oneoff` would outlast the call's deadline, since epoch checks only happen
+    // while the guest runs; guests get ENOTSUP (58) instead of sleeping.
+    linker.allow_shadowing(true);
+    linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { 58 })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn log(caller: Caller<'_, CallState>, level: LogLevel, ptr: i32, len: i32) -> wasmtime::Result<()> {
     let state = caller.data();
     let bytes = state.guest_bytes(&caller, ptr, len, state.limits.max_log_bytes)?;
     state.log.push(level, bytes);
@@ -110,21 +136,26 @@ fn fail(caller: Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<(
 }
 
 /// What a request / response host function sees of its call.
-pub(crate) struct RequestContext {
-    pub services: HostServices,
-    pub identity: OverlayIdentity,
-    pub grants: Arc<crate::runtime::Grants>,
+pub(crate) struct RequestContext<'a> {
+    pub grants: &'a Grants,
+    pub identity: &'a OverlayIdentity,
 }
 
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, HostCallError>> + Send>>;
-type Handler = fn(&RequestContext, Value) -> Result<HandlerFuture, Abort>;
+type Handler = fn(&RequestContext<'_>, Value) -> Result<HandlerFuture, Abort>;
 
-fn link_request(linker: &mut Linker<CallState>, name: &str, handler: Handler) -> wasmtime::Result<()> {
+fn link_request(
+    linker: &mut Linker<CallState>,
+    name: &str,
+    handler: Handler,
+    grants: &Arc<Grants>,
+) -> wasmtime::Result<()> {
+    let grants = grants.clone();
     linker.func_wrap_async(
-        crate::abi::FORGE_MODULE,
+        abi::FORGE_MODULE,
         name,
         move |caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
-            Box::new(respond(caller, ptr, len, handler))
+            Box::new(respond(caller, ptr, len, handler, grants.clone()))
         },
     )?;
     Ok(())
@@ -137,13 +168,14 @@ async fn respond(
     ptr: i32,
     len: i32,
     handler: Handler,
+    grants: Arc<Grants>,
 ) -> wasmtime::Result<i64> {
     let state = caller.data();
     let request = state.guest_bytes(&caller, ptr, len, state.limits.max_input_bytes)?;
     let answer = match serde_json::from_slice::<Value>(request) {
         Err(e) => Err(HostCallError::invalid_request(e)),
         Ok(request) => {
-            let future = handler(state.request_context(), request)?;
+            let future = handler(&RequestContext { grants: &grants, identity: &state.identity }, request)?;
             let deadline = tokio::time::Instant::from_std(state.deadline);
             let timeout_ms = state.timeout_ms;
             tokio::time::timeout_at(deadline, future).await.map_err(|_| {
@@ -153,11 +185,13 @@ async fn respond(
     };
     let response = match answer {
         Ok(value) => json!({ "ok": value }),
-        Err(HostCallError::Refused { code, message }) => json!({"error": {"code": code, "message": message}}),
+        Err(HostCallError::Refused { code, message }) => {
+            json!({"error": {"code": code.as_str(), "message": message}})
+        }
         Err(HostCallError::Fault(message)) => return Err(Abort::new(ErrorKind::HostError, message).into()),
     };
     let bytes = serde_json::to_vec(&response)?;
-    crate::call::write_to_guest(&mut caller, &bytes).await
+    write_to_guest(&mut caller, &bytes).await
 }
 
 /// Parses a request object, mapping shape errors to `invalid_request` for the guest.

@@ -380,7 +380,7 @@ mod tests {
             id: 1,
             overlay_id: Uuid::nil(),
             actor: "a".into(),
-            action: "register".into(),
+            action: forge_model::AuditAction::Register,
             from_state: None,
             to_state: None,
             reason: None,

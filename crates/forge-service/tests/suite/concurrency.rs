@@ -48,7 +48,7 @@ async fn exact_counts_and_one_quarantine(env: &Env, other: OverlayService) {
     let (steady_answers, flaky_answers) =
         tokio::join!(hammer(services, steady.id), hammer(services, flaky.id));
     for service in services {
-        service.flush_metrics().await.unwrap();
+        service.flush_health().await.unwrap();
     }
 
     // Core trust: never quarantined, so all 500 ran and all are counted.
@@ -68,7 +68,10 @@ async fn exact_counts_and_one_quarantine(env: &Env, other: OverlayService) {
     assert_eq!(health.failure_count, ran.iter().filter(|r| !r.success).count() as u64);
     assert_eq!(health.state, forge_model::OverlayState::Quarantined);
     let events = env.service.events(&admin(), flaky.id, PageRequest::new(None, Some(100))).await.unwrap();
-    assert_eq!(events.items.iter().filter(|e| e.action == "auto_quarantine").count(), 1);
+    assert_eq!(
+        events.items.iter().filter(|e| e.action == forge_model::AuditAction::AutoQuarantine).count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

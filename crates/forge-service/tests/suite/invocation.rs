@@ -50,7 +50,7 @@ pub async fn tampered_or_missing_binary_is_never_run(env: &Env) {
     let err = svc.invoke(&user(), missing.id, invocation("process", json!({"text": "a"}))).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ServiceUnavailable);
 
-    svc.flush_metrics().await.unwrap();
+    svc.flush_health().await.unwrap();
     for id in [tampered.id, missing.id] {
         assert_eq!(svc.get(&admin(), id).await.unwrap().health.invocation_count, 0, "nothing ran");
     }
@@ -95,16 +95,17 @@ pub async fn failing_overlay_is_quarantined_once(env: &Env) {
             Err(refused) => assert!(refused.message.contains("is quarantined"), "{}", refused.message),
         }
         if ran == 12 {
-            svc.flush_metrics().await.unwrap();
+            svc.flush_health().await.unwrap();
         }
     }
-    svc.flush_metrics().await.unwrap();
+    svc.flush_health().await.unwrap();
     let health = svc.health(&user(), overlay.id).await.unwrap();
     assert_eq!(health.state, OverlayState::Quarantined);
     assert_eq!(health.invocation_count, ran, "every invocation that ran is counted");
     assert!((10..30).contains(&ran), "quarantine stopped further calls after {ran}");
     let events = svc.events(&admin(), overlay.id, PageRequest::new(None, Some(100))).await.unwrap();
-    let quarantines: Vec<_> = events.items.iter().filter(|e| e.action == "auto_quarantine").collect();
+    let quarantines: Vec<_> =
+        events.items.iter().filter(|e| e.action == forge_model::AuditAction::AutoQuarantine).collect();
     assert_eq!(quarantines.len(), 1);
     assert_eq!(quarantines[0].actor, "system");
     assert_eq!(quarantines[0].details["failure_rate"], 1.0);

@@ -133,8 +133,8 @@ async fn overlay_in(env: &Env, state: OverlayState, n: usize) -> uuid::Uuid {
 
 pub async fn every_transition_follows_the_table(env: &Env) {
     let mut n = 0;
-    for from in OverlayState::ALL {
-        for action in LifecycleAction::ALL {
+    for &from in OverlayState::ALL {
+        for &action in LifecycleAction::ALL {
             n += 1;
             let id = overlay_in(env, from, n).await;
             let result = env.service.transition(&admin(), id, action, Some("table test".into())).await;
@@ -212,7 +212,7 @@ pub async fn release_resets_health(env: &Env) {
     svc.transition(&operator(), overlay.id, LifecycleAction::Quarantine, Some("failing".into()))
         .await
         .unwrap();
-    svc.flush_metrics().await.unwrap();
+    svc.flush_health().await.unwrap();
     assert_eq!(svc.get(&admin(), overlay.id).await.unwrap().health.failure_count, 3);
     let released = svc.transition(&admin(), overlay.id, LifecycleAction::Release, None).await.unwrap();
     assert_eq!(released.state, OverlayState::Active);
@@ -234,7 +234,7 @@ pub async fn trust_level_is_admin_only_and_bounded(env: &Env) {
     assert_eq!(err.code, ErrorCode::AuthorizationError);
     let events = svc.events(&admin(), overlay.id, PageRequest::default()).await.unwrap();
     let last = events.items.last().unwrap();
-    assert_eq!(last.action, "set_trust_level");
+    assert_eq!(last.action, forge_model::AuditAction::SetTrustLevel);
     assert_eq!(
         (last.details["from"].as_str(), last.details["to"].as_str()),
         (Some("sandbox"), Some("trusted"))
@@ -255,7 +255,7 @@ pub async fn delete_removes_record_and_binary_but_keeps_the_trail(env: &Env) {
     let err = svc.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound, "a deleted overlay cannot be invoked from the cache");
     let trail = svc.events(&admin(), overlay.id, PageRequest::default()).await.unwrap();
-    assert_eq!(trail.items.last().unwrap().action, "delete");
+    assert_eq!(trail.items.last().unwrap().action, forge_model::AuditAction::Delete);
     assert_eq!(svc.delete(&admin(), overlay.id, None).await.unwrap_err().code, ErrorCode::NotFound);
-    svc.flush_metrics().await.expect("metrics of a deleted overlay are dropped, not an error");
+    svc.flush_health().await.expect("metrics of a deleted overlay are dropped, not an error");
 }

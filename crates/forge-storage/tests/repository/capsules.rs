@@ -68,12 +68,12 @@ pub async fn search_ranks_by_relevance_and_stems(db: &Db) {
 
 pub async fn search_filters_by_trust(db: &Db) {
     let mut by_level = Vec::new();
-    for level in TrustLevel::ALL {
+    for &level in TrustLevel::ALL {
         let stored =
             db.repo.insert_capsule(capsule(&format!("secret plan at {level}"), level)).await.unwrap();
         by_level.push((level, stored.id));
     }
-    for max in TrustLevel::ALL {
+    for &max in TrustLevel::ALL {
         let mut found = ids(db, "secret plan", max).await;
         found.sort();
         let mut expected: Vec<_> =

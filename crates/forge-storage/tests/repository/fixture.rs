@@ -43,7 +43,7 @@ pub fn event(
     NewAuditEvent {
         overlay_id,
         actor: "admin".into(),
-        action: action.into(),
+        action: action.parse().expect("an audit action"),
         from_state: from,
         to_state: to,
         reason: Some(format!("{action} for the test")),

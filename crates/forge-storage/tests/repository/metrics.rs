@@ -18,7 +18,7 @@ fn delta(overlay_id: Uuid, invocations: u64, failures: u64) -> MetricsDelta {
 
 async fn quarantine_events(db: &Db, id: Uuid) -> usize {
     let events = db.repo.list_events(id, PageRequest::new(Some(1), Some(100))).await.unwrap();
-    events.items.iter().filter(|e| e.action == "auto_quarantine").count()
+    events.items.iter().filter(|e| e.action == forge_model::AuditAction::AutoQuarantine).count()
 }
 
 pub async fn deltas_add_up(db: &Db) {
@@ -78,7 +78,8 @@ pub async fn auto_quarantine_happens_once_with_its_numbers(db: &Db) {
     assert_eq!(quarantine_events(db, o.id).await, 1);
 
     let events = db.repo.list_events(o.id, PageRequest::new(Some(1), Some(100))).await.unwrap();
-    let quarantine = events.items.iter().find(|e| e.action == "auto_quarantine").unwrap();
+    let quarantine =
+        events.items.iter().find(|e| e.action == forge_model::AuditAction::AutoQuarantine).unwrap();
     assert_eq!(quarantine.actor, "system");
     assert_eq!(
         (quarantine.from_state, quarantine.to_state),

@@ -12,7 +12,7 @@ use forge_model::{
     ForgeError, HealthReport, Overlay, OverlayInvocation, OverlayResult, OverlayState, Principal,
 };
 use forge_runtime::{OverlayIdentity, PreparedOverlay};
-use forge_storage::MetricsOutcome;
+use forge_storage::HealthOutcome;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -270,7 +270,7 @@ impl OverlayService {
     }
 
     /// Brings a metrics batch's view of an overlay (state, trust, health) into the cache.
-    pub(crate) fn apply_metrics_outcome(&self, outcome: MetricsOutcome) {
+    pub(crate) fn apply_metrics_outcome(&self, outcome: HealthOutcome) {
         let entry = self
             .inner
             .overlays

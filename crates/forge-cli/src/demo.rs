@@ -281,9 +281,6 @@ fn next_steps(kept: Option<&Path>, token: &str, flaky: &str) {
     println!("     an admin can `release` it (fresh counters) or `deprecate` it for good.");
     println!();
     println!("Try it yourself");
-    let invoke_echo = "curl -s -H \"Authorization: Bearer $FORGE_TOKEN\" -H 'Content-Type: application/json' \\\n     \
-                       -d '{\"function\": \"process\", \"args\": {\"hello\": \"forge\"}}' \\\n     \
-                       http://127.0.0.1:8000/api/v1/overlays/by-name/echo/invoke";
     match kept {
         Some(dir) => {
             println!("   # this demo's data is in {}, and its admin token still works there:", dir.display());
@@ -292,18 +289,20 @@ fn next_steps(kept: Option<&Path>, token: &str, flaky: &str) {
             println!("   forge-overlay overlay list");
             println!("   forge-overlay overlay events {flaky}");
             println!("   forge-overlay overlay release {flaky} --reason 'looked into it'");
-            println!("   {invoke_echo}");
+            println!(
+                "   curl -s -H \"Authorization: Bearer $FORGE_TOKEN\" -H 'Content-Type: application/json' \\\n     \
+                 -d '{{\"function\": \"process\", \"args\": {{\"hello\": \"forge\"}}}}' \\\n     \
+                 http://127.0.0.1:8000/api/v1/overlays/by-name/echo/invoke"
+            );
         }
         None => {
+            // Only commands that work from any directory: the example modules are inside the demo.
+            println!("   # keep this demo's data and serve it yourself (the demo prints how):");
+            println!("   forge-overlay demo --keep ./forge-demo");
+            println!("   # or start an empty server of your own:");
             println!("   export FORGE_TOKEN=choose-a-long-random-secret");
             println!("   FORGE_ADMIN_TOKEN=$FORGE_TOKEN forge-overlay serve --data-dir ./forge-data &");
-            println!(
-                "   forge-overlay overlay register --wasm fixtures/wasm/echo.wasm --manifest fixtures/wasm/echo.toml"
-            );
-            println!("   forge-overlay overlay activate echo@0.1.0");
-            println!("   forge-overlay overlay invoke --name echo --args '{{\"hello\": \"forge\"}}'");
-            println!("   {invoke_echo}");
-            println!("   # or keep this demo's data to explore it: forge-overlay demo --keep ./forge-demo");
+            println!("   forge-overlay overlay list");
         }
     }
 }

@@ -13,7 +13,7 @@ mod local;
 mod project;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -40,7 +40,7 @@ enum Command {
     /// Run the registration checks alone (by default on ./overlay.toml and its [build] module).
     Validate(local::ModuleArgs),
     /// Run the HTTP service.
-    Serve(serve::ServeArgs),
+    Serve(serve::SettingsArgs),
     /// Manage API tokens offline, against the service's database.
     #[command(subcommand)]
     Token(serve::TokenCommand),
@@ -54,8 +54,18 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// The matches of the innermost subcommand given (`serve`, `token create`): where the settings are.
+fn innermost(matches: &ArgMatches) -> &ArgMatches {
+    match matches.subcommand() {
+        Some((_, sub)) => innermost(sub),
+        None => matches,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept beside the parsed command: settings need to know where each value came from.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `serve` sets up its own logging, in the format and at the level its configuration names.
     if !matches!(cli.command, Command::Serve(_)) {
         tracing_subscriber::fmt()
@@ -71,8 +81,8 @@ fn main() -> ExitCode {
         Command::Run(args) => local::run(args),
         Command::Bench(args) => local::bench(args),
         Command::Validate(args) => local::validate(args),
-        Command::Serve(args) => serve::serve(args),
-        Command::Token(command) => serve::token(command),
+        Command::Serve(args) => serve::serve(args, innermost(&matches)),
+        Command::Token(command) => serve::token(command, innermost(&matches)),
         Command::Overlay(command) => client::overlay(command),
         Command::Capsule(command) => client::capsule(command),
         Command::User(command) => client::user(command),

@@ -6,10 +6,9 @@
 mod common;
 use common::*;
 use forge_model::{CapsuleType, ErrorKind, NewCapsule, TrustLevel};
-use forge_runtime::host::{HttpRequest, HttpResponse};
 use forge_runtime::{
-    CallOutcome, CapsuleStore, HostCallError, HostServices, HttpClient, InMemoryCapsules, LogLevel,
-    PreparedOverlay, Runtime,
+    CallOutcome, CapsuleStore, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpRequest,
+    HttpResponse, InMemoryCapsules, LogLevel, PreparedOverlay, Runtime,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -33,7 +32,10 @@ struct Mirror;
 impl HttpClient for Mirror {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HostCallError> {
         if request.url.contains("/missing") {
-            return Err(HostCallError::refused("not_found", format!("nothing at {}", request.url)));
+            return Err(HostCallError::refused(
+                GuestErrorCode::NotFound,
+                format!("nothing at {}", request.url),
+            ));
         }
         let headers = [("x-method".to_string(), request.method.clone())].into_iter().chain(request.headers);
         Ok(HttpResponse {

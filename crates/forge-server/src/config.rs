@@ -1,12 +1,16 @@
-//! `ServerConfig`: every setting of `forge-overlay serve`, with its default.
+//! `ServerConfig`: every setting of `forge-overlay serve`, each declared once, on its field: the
+//! doc comment is its help, the `arg` attribute its flag, variable and default, the name its TOML key.
 //!
 //! Settings come from, lowest precedence first: the defaults below, a TOML file (`--config FILE` or
 //! `FORGE_CONFIG`), environment variables (`FORGE_` and the field name in upper case, e.g.
 //! `FORGE_MAX_BODY_BYTES`), and command-line flags (`--max-body-bytes`). docs/configuration.md has
-//! the same table for operators.
+//! the same table for operators (a test keeps the two in step).
 
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use forge_service::ServiceConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,84 +20,104 @@ use std::time::Duration;
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// How `serve` is set up. Field names are the TOML keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on, `HOST:PORT`. Default: `127.0.0.1:8000` (this machine only).
+    /// Address to listen on, `HOST:PORT` (the default: this machine only).
     ///
     /// Port 0 takes a free port; the line `listening on http://HOST:PORT` printed at start names it.
+    #[arg(long, env = "FORGE_BIND", value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub bind: String,
 
-    /// Directory of the embedded defaults: the SQLite database `forge.db` and the object store
-    /// `blobs/`, created if missing. Default: `./data`.
+    /// Directory of the embedded defaults: the SQLite database `forge.db`, the object store `blobs/`
+    /// and the compiled-module cache `compiled/`, created if missing. A relative path is taken from
+    /// the working directory at start.
+    #[arg(long, env = "FORGE_DATA_DIR", value_name = "DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
     /// The metadata database: `sqlite://PATH` or `postgres://user:password@host:port/database`.
-    /// Default: none, meaning SQLite at `{data_dir}/forge.db`.
+    /// Default: SQLite at `{data_dir}/forge.db`.
     ///
     /// Several server processes can share one PostgreSQL database (and one S3 bucket); SQLite is for
     /// one process.
+    #[arg(long, env = "FORGE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Where overlay binaries are kept: `file:///abs/dir`, a directory path, or `s3://bucket[/prefix]`
-    /// with endpoint and credentials from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
+    /// Where overlay binaries are kept: `file:///abs/dir`, a directory path, or `s3://bucket[/prefix]`.
+    /// Default: the directory `{data_dir}/blobs`.
+    ///
+    /// For S3, endpoint and credentials come from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
-    /// Default: none, meaning the directory `{data_dir}/blobs`.
+    #[arg(long, env = "FORGE_OBJECT_STORE", value_name = "LOCATION")]
     pub object_store: Option<String>,
 
     /// A bearer token made an admin's (user `admin`, trust `core`) at start; idempotent, so the same
     /// value can be given at every start. At least 16 characters: it opens everything.
-    /// Default: none (mint one with `forge-overlay token create`).
+    ///
+    /// Without it, mint a token with `forge-overlay token create --role admin`.
+    #[arg(long, env = "FORGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Largest request body accepted, in bytes; larger ones get 413 `payload_too_large`.
-    /// Default: 52428800 (50 MiB), room for any overlay binary the runtime would accept.
+    /// Largest request body accepted, in bytes (50 MiB: room for any overlay binary the runtime
+    /// would accept); larger ones get 413 `payload_too_large`.
+    #[arg(long, env = "FORGE_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 50 << 20)]
     pub max_body_bytes: usize,
 
     /// Invocations running at once in this process, over all overlays; past it, 429 with
-    /// `Retry-After`. Default: 256 (the service's). Must not exceed the runtime's instance pool
-    /// (1000).
+    /// `Retry-After`. At most the runtime's instance pool (1000).
+    #[arg(
+        long,
+        env = "FORGE_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().max_in_flight
+    )]
     pub max_in_flight: usize,
 
-    /// Invocations of one overlay running at once; past it, 429. Default: 64 (the service's), so one
-    /// busy overlay cannot take every slot.
+    /// Invocations of one overlay running at once, so one busy overlay cannot take every slot; past
+    /// it, 429.
+    #[arg(
+        long,
+        env = "FORGE_MAX_IN_FLIGHT_PER_OVERLAY",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().max_in_flight_per_overlay
+    )]
     pub max_in_flight_per_overlay: usize,
 
-    /// Log line format on stderr: `text` or `json` (one object per line, for log shippers).
-    /// Default: `text`.
+    /// Log line format on stderr: `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, env = "FORGE_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Which logs to write, as `tracing` filter directives (`info`, `warn,forge_service=debug`).
-    /// Default: `info`: start, shutdown, refused binaries and automatic quarantines; nothing per request.
+    ///
+    /// `info` logs start, shutdown, refused binaries and automatic quarantines; nothing per request.
+    #[arg(long, env = "FORGE_LOG", value_name = "FILTER", default_value = "info")]
     pub log: String,
 
     /// Seconds to wait, after SIGTERM or SIGINT, for requests in flight before the connections still
-    /// open are dropped. Default: 30 (an invocation runs at most 30 s).
+    /// open are dropped (an invocation runs at most 30 s).
+    #[arg(long, env = "FORGE_SHUTDOWN_GRACE_SECS", value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
     /// Keep compiled overlays on disk in `{data_dir}/compiled`, keyed by the engine's compatibility
     /// hash, so that a restart (or an upgrade that keeps the engine) does not compile them again.
-    /// Default: true. Costs disk space about the size of the binaries' machine code.
+    ///
+    /// Costs disk space about the size of the binaries' machine code.
+    #[arg(
+        long,
+        env = "FORGE_COMPILED_CACHE",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
     pub compiled_cache: bool,
 }
 
+/// The defaults declared on the fields (no `FORGE_*` variable is read).
 impl Default for ServerConfig {
     fn default() -> Self {
-        let service = ServiceConfig::default();
-        ServerConfig {
-            bind: "127.0.0.1:8000".into(),
-            data_dir: PathBuf::from("./data"),
-            database_url: None,
-            object_store: None,
-            admin_token: None,
-            max_body_bytes: 50 << 20,
-            max_in_flight: service.max_in_flight,
-            max_in_flight_per_overlay: service.max_in_flight_per_overlay,
-            log_format: LogFormat::Text,
-            log: "info".into(),
-            shutdown_grace_secs: 30,
-            compiled_cache: true,
-        }
+        let command = ServerConfig::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["serve"]);
+        ServerConfig::from_arg_matches(&matches).expect("every setting has a default or is optional")
     }
 }
 
@@ -109,28 +133,46 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
-    /// Defaults, then the TOML `file` if given, then `overrides`: any value that serializes to a
-    /// table of these fields (`None` fields leave the value below them in place). The CLI passes its
-    /// flags and `FORGE_*` variables, already merged by precedence, as the overrides.
-    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?
-            }
-            None => toml::Table::new(),
-        };
-        let overrides =
-            toml::Table::try_from(overrides).map_err(|e| ConfigError::Invalid(format!("settings: {e}")))?;
-        table.extend(overrides);
+    /// The settings as clap declares them (flags, variables, defaults, help), in a command of their own.
+    pub fn command() -> Command {
+        ServerConfig::augment_args(Command::new("serve"))
+    }
+
+    /// The settings of one start: these, as clap parsed them from `matches` (flags over variables
+    /// over defaults), with the TOML `file`'s values in place of defaults; then checked, and relative
+    /// paths made absolute against the working directory.
+    pub fn resolve(self, file: Option<&Path>, matches: &ArgMatches) -> Result<Self, ConfigError> {
+        let mut table =
+            toml::Table::try_from(&self).map_err(|e| ConfigError::Invalid(format!("settings: {e}")))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            let from_file = toml::from_str::<toml::Table>(&text)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+            let given = given_explicitly(matches);
+            table.extend(from_file.into_iter().filter(|(key, _)| !given.contains(key)));
+        }
         let config: ServerConfig = table.try_into().map_err(|e: toml::de::Error| match file {
             Some(path) => ConfigError::File { path: path.to_owned(), message: e.to_string() },
             None => ConfigError::Invalid(e.to_string()),
         })?;
         config.validate()?;
-        Ok(config)
+        config.with_absolute_paths()
+    }
+
+    /// The data directory and a plain-path object store, made absolute: the compiled-module cache
+    /// accepts only absolute paths, and a log line naming them should not depend on where the
+    /// process started.
+    fn with_absolute_paths(mut self) -> Result<Self, ConfigError> {
+        let absolute = |path: &Path| {
+            std::path::absolute(path)
+                .map_err(|e| ConfigError::Invalid(format!("cannot resolve {}: {e}", path.display())))
+        };
+        self.data_dir = absolute(&self.data_dir)?;
+        if let Some(dir) = self.object_store.as_deref().filter(|location| !location.contains("://")) {
+            self.object_store = Some(absolute(Path::new(dir))?.to_string_lossy().into_owned());
+        }
+        Ok(self)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -187,6 +229,17 @@ impl ServerConfig {
     }
 }
 
+/// The settings a flag or a variable gave, which a file must not override.
+fn given_explicitly(matches: &ArgMatches) -> HashSet<String> {
+    ServerConfig::command()
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .filter(|id| {
+            matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+        })
+        .collect()
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,34 +273,50 @@ impl fmt::Display for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    #[derive(Serialize, Default)]
-    struct Flags {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        bind: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        max_in_flight: Option<usize>,
+    /// The settings `serve FLAGS` would run with (no `FORGE_*` variable read) and `file`.
+    fn load(file: Option<&Path>, flags: &[&str]) -> Result<ServerConfig, ConfigError> {
+        let command = ServerConfig::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(std::iter::once("serve").chain(flags.iter().copied()));
+        let matches = matches.map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        ServerConfig::from_arg_matches(&matches).unwrap().resolve(file, &matches)
+    }
+
+    fn cwd() -> PathBuf {
+        std::env::current_dir().unwrap()
     }
 
     #[test]
-    fn defaults_then_file_then_overrides() {
+    fn defaults_then_file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("forge.toml");
         std::fs::write(&file, "bind = \"0.0.0.0:9000\"\nmax_in_flight = 8\nlog_format = \"json\"\n").unwrap();
 
-        let defaults = ServerConfig::load(None, &Flags::default()).unwrap();
-        assert_eq!(defaults, ServerConfig::default());
+        let defaults = load(None, &[]).unwrap();
+        assert_eq!(defaults, ServerConfig { data_dir: cwd().join("data"), ..ServerConfig::default() });
         assert_eq!(defaults.max_body_bytes, 50 * 1024 * 1024);
+        assert_eq!((defaults.max_in_flight, defaults.compiled_cache), (256, true));
 
-        let from_file = ServerConfig::load(Some(&file), &Flags::default()).unwrap();
+        let from_file = load(Some(&file), &[]).unwrap();
         assert_eq!((from_file.bind.as_str(), from_file.max_in_flight), ("0.0.0.0:9000", 8));
         assert_eq!(from_file.log_format, LogFormat::Json);
-        assert_eq!(from_file.data_dir, PathBuf::from("./data"), "unset keys keep their defaults");
+        assert_eq!(from_file.data_dir, cwd().join("data"), "unset keys keep their defaults");
 
-        let flags = Flags { bind: Some("127.0.0.1:0".into()), max_in_flight: None };
-        let merged = ServerConfig::load(Some(&file), &flags).unwrap();
+        let merged = load(Some(&file), &["--bind", "127.0.0.1:0"]).unwrap();
         assert_eq!((merged.bind.as_str(), merged.max_in_flight), ("127.0.0.1:0", 8));
+        let off = load(None, &["--compiled-cache", "false"]).unwrap();
+        assert!(!off.compiled_cache);
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let config = load(None, &["--data-dir", "rel/dir", "--object-store", "blobs"]).unwrap();
+        assert_eq!(config.data_dir, cwd().join("rel/dir"));
+        assert_eq!(config.object_store, Some(cwd().join("blobs").to_string_lossy().into_owned()));
+        let s3 = load(None, &["--object-store", "s3://bucket/prefix"]).unwrap();
+        assert_eq!(s3.object_store.as_deref(), Some("s3://bucket/prefix"), "URLs are left alone");
+        let compiled = config.service_config().runtime.compiled_cache_dir.unwrap();
+        assert!(compiled.is_absolute(), "{}", compiled.display());
     }
 
     #[test]
@@ -255,19 +324,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("forge.toml");
         std::fs::write(&file, "bnid = \"0.0.0.0:9000\"\n").unwrap();
-        let err = ServerConfig::load(Some(&file), &Flags::default()).unwrap_err().to_string();
+        let err = load(Some(&file), &[]).unwrap_err().to_string();
         assert!(err.contains("bnid") && err.contains("forge.toml"), "{err}");
 
-        let zero = BTreeMap::from([("max_in_flight", 0), ("max_body_bytes", 0)]);
-        let err = ServerConfig::load(None, &zero).unwrap_err().to_string();
+        let err = load(None, &["--max-in-flight", "0", "--max-body-bytes", "0"]).unwrap_err().to_string();
         assert!(err.contains("max_in_flight") && err.contains("max_body_bytes"), "{err}");
 
-        let weak = BTreeMap::from([("admin_token", "secret")]);
-        assert!(ServerConfig::load(None, &weak).unwrap_err().to_string().contains("admin_token"));
+        let weak = load(None, &["--admin-token", "secret"]).unwrap_err().to_string();
+        assert!(weak.contains("admin_token"), "{weak}");
 
-        let mysql = BTreeMap::from([("database_url", "mysql://x")]);
-        assert!(ServerConfig::load(None, &mysql).is_err());
-        assert!(ServerConfig::load(Some(&dir.path().join("missing.toml")), &Flags::default()).is_err());
+        assert!(load(None, &["--database-url", "mysql://x"]).is_err());
+        assert!(load(Some(&dir.path().join("missing.toml")), &[]).is_err());
     }
 
     #[test]
@@ -280,5 +347,36 @@ mod tests {
         assert_eq!(compiled, Some(PathBuf::from("/srv/forge/compiled")));
         let without = ServerConfig { compiled_cache: false, ..config };
         assert_eq!(without.service_config().runtime.compiled_cache_dir, None);
+    }
+
+    /// docs/configuration.md's table has one row per setting, each with the flag, variable and
+    /// default declared here.
+    #[test]
+    fn the_configuration_doc_lists_exactly_the_settings() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let command = ServerConfig::command();
+        let documented: Vec<&str> = rows.iter().map(|row| row[0].trim_matches('`')).collect();
+        let declared: Vec<&str> = command.get_arguments().map(|arg| arg.get_id().as_str()).collect();
+        assert_eq!(documented, declared, "docs/configuration.md's table, in declaration order");
+        for (row, arg) in rows.iter().zip(command.get_arguments()) {
+            let value_name = arg.get_value_names().unwrap_or_default().join(" ");
+            assert_eq!(row[1], format!("`--{} {value_name}`", arg.get_long().unwrap()), "{row:?}");
+            let env = arg.get_env().unwrap().to_string_lossy();
+            assert_eq!(row[2], format!("`{env}`"), "{row:?}");
+            if let Some(default) = arg.get_default_values().first() {
+                let shown = format!("`{}`", default.to_string_lossy());
+                assert!(
+                    row[3].starts_with(&shown),
+                    "default of {}: doc says {}, code {shown}",
+                    row[0],
+                    row[3]
+                );
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 use crate::metrics::{OverlaySeries, ServiceMetrics, label};
 use forge_model::Overlay;
 use forge_runtime::PreparedOverlay;
-use forge_storage::MetricsOutcome;
+use forge_storage::HealthOutcome;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ impl OverlayCache {
 
     /// Brings a health batch's view of an overlay (state, trust, health) into its entry; returns
     /// the entry, if the overlay is cached.
-    pub(crate) fn apply(&self, outcome: MetricsOutcome) -> Option<Arc<Entry>> {
+    pub(crate) fn apply(&self, outcome: HealthOutcome) -> Option<Arc<Entry>> {
         let entry = self.entries.read().get(&outcome.overlay_id).cloned()?;
         let mut overlay = (*entry.overlay()).clone();
         if outcome.quarantined {
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(cache.newest_active("a"), None, "a write invalidates the name");
 
         cache.set_newest_active("a", a.id);
-        let outcome = MetricsOutcome {
+        let outcome = HealthOutcome {
             overlay_id: a.id,
             state: OverlayState::Quarantined,
             trust_level: TrustLevel::Sandbox,

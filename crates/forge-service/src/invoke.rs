@@ -12,7 +12,7 @@ use forge_model::{
     ForgeError, HealthReport, Overlay, OverlayInvocation, OverlayResult, OverlayState, Principal,
 };
 use forge_runtime::{OverlayIdentity, PreparedOverlay};
-use forge_storage::MetricsOutcome;
+use forge_storage::HealthOutcome;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
@@ -175,7 +175,7 @@ impl OverlayService {
     }
 
     /// Brings a health batch's view of an overlay into the cache, and reports a quarantine it made.
-    pub(crate) fn apply_health_outcome(&self, outcome: MetricsOutcome) {
+    pub(crate) fn apply_health_outcome(&self, outcome: HealthOutcome) {
         let (quarantined, failure_rate) = (outcome.quarantined, outcome.health.failure_rate());
         let Some(entry) = self.inner.overlays.apply(outcome) else { return };
         if quarantined {

@@ -1,14 +1,15 @@
 //! Health counts written behind the invocations, in batches.
 //!
 //! Each invocation adds its result to the pending delta of its overlay (a mutex and a few additions);
-//! a writer task turns the pending deltas into one `record_metrics` transaction, which increments the
+//! a writer task turns the pending deltas into one `record_health` transaction, which increments the
 //! counters in the database and takes the quarantine decision there, atomically. Under load a batch
 //! gathers while the previous one is written, so the cost per invocation shrinks as load grows.
 
 use crate::OverlayService;
+use crate::registry::auto_quarantine_event;
 use chrono::Utc;
 use forge_model::{ForgeError, OverlayResult};
-use forge_storage::MetricsDelta;
+use forge_storage::HealthDelta;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -21,7 +22,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 pub(crate) struct HealthRecorder {
-    pending: Mutex<HashMap<Uuid, MetricsDelta>>,
+    pending: Mutex<HashMap<Uuid, HealthDelta>>,
     wake: Notify,
     /// Serialises writes, so that `flush` returns only after everything recorded before it is stored.
     writer: tokio::sync::Mutex<()>,
@@ -33,16 +34,16 @@ impl HealthRecorder {
         self.pending
             .lock()
             .entry(overlay_id)
-            .or_insert_with(|| MetricsDelta::new(overlay_id, now))
+            .or_insert_with(|| HealthDelta::new(overlay_id, now))
             .add(result, now);
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Vec<MetricsDelta> {
+    fn take(&self) -> Vec<HealthDelta> {
         self.pending.lock().drain().map(|(_, delta)| delta).collect()
     }
 
-    fn put_back(&self, batch: Vec<MetricsDelta>) {
+    fn put_back(&self, batch: Vec<HealthDelta>) {
         let mut pending = self.pending.lock();
         for delta in batch {
             match pending.get_mut(&delta.overlay_id) {
@@ -64,7 +65,8 @@ impl OverlayService {
         if batch.is_empty() {
             return Ok(());
         }
-        match self.inner.repo.record_metrics(&batch, self.inner.config.quarantine).await {
+        match self.inner.repo.record_health(&batch, self.inner.config.quarantine, auto_quarantine_event).await
+        {
             Ok(outcomes) => {
                 for outcome in outcomes {
                     self.apply_health_outcome(outcome);

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use forge_model::{
     AuditAction, AuditEvent, CapabilityName, ForgeError, LifecycleAction, NewAuditEvent, Overlay,
-    OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, Principal, TrustLevel,
+    OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, Principal,
+    QuarantinePolicy, TrustLevel,
 };
 use forge_storage::StorageError;
 use serde_json::{Map, Value, json};
@@ -39,6 +40,34 @@ fn event(
         to_state: to,
         reason: None,
         details: Map::new(),
+    }
+}
+
+/// The event of an automatic quarantine, with the numbers that triggered it; storage records it in
+/// the transaction that quarantines.
+pub(crate) fn auto_quarantine_event(
+    overlay_id: Uuid,
+    health: &OverlayHealth,
+    policy: QuarantinePolicy,
+) -> NewAuditEvent {
+    let rate = health.failure_rate();
+    NewAuditEvent {
+        overlay_id,
+        actor: "system".into(),
+        action: AuditAction::AutoQuarantine,
+        from_state: Some(OverlayState::Active),
+        to_state: Some(OverlayState::Quarantined),
+        reason: Some(format!(
+            "failure rate {:.1}% over {} invocations is above {:.1}%",
+            rate * 100.0,
+            health.invocation_count,
+            policy.max_failure_rate * 100.0
+        )),
+        details: details(json!({
+            "failure_rate": rate,
+            "invocation_count": health.invocation_count,
+            "failure_count": health.failure_count,
+        })),
     }
 }
 

@@ -8,18 +8,17 @@
 //!   checked against its SHA-256.
 
 mod blob;
-mod db;
 mod error;
 mod repository;
 mod sql;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use blob::{BlobError, BlobStore};
 pub use error::StorageError;
-pub use repository::{MetricsDelta, MetricsOutcome, Repository, Result};
+pub use repository::{HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
 
-use db::Pools;
-use sql::SqlRepository;
+use sql::{Pools, SqlRepository};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -62,19 +62,21 @@ pub trait Repository: Send + Sync + 'static {
     /// exist (no event is recorded then). Removing the binary is the caller's part.
     async fn delete_overlay(&self, id: Uuid, event: NewAuditEvent) -> Result<bool>;
 
-    /// Applies a batch of metric deltas in one transaction and quarantines, exactly once, every active
-    /// overlay that `policy` says should be. See [`MetricsDelta`] and [`MetricsOutcome`].
+    /// Applies a batch of health deltas in one transaction and quarantines, exactly once, every active
+    /// overlay that `policy` says should be, recording `quarantine_event`'s event for it in the same
+    /// transaction. See [`HealthDelta`] and [`HealthOutcome`].
     ///
     /// Counters are incremented in the database (`x = x + n`), never read, changed and written back,
     /// and the quarantine is a conditional update of an `active` row; so any number of processes may
     /// record against one database at once without losing a count or quarantining twice. Deltas of
     /// overlays that no longer exist are skipped. Rows are locked in overlay id order, so concurrent
     /// batches cannot deadlock.
-    async fn record_metrics(
+    async fn record_health(
         &self,
-        deltas: &[MetricsDelta],
+        deltas: &[HealthDelta],
         policy: QuarantinePolicy,
-    ) -> Result<Vec<MetricsOutcome>>;
+        quarantine_event: QuarantineEvent,
+    ) -> Result<Vec<HealthOutcome>>;
 
     /// [`StorageError::NotFound`] if the overlay does not exist.
     async fn latency_histogram(&self, id: Uuid) -> Result<LatencyHistogram>;
@@ -122,9 +124,14 @@ pub trait Repository: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Words the audit event of an automatic quarantine from the health that triggered it. The service
+/// words every event; storage records this one in the transaction that quarantines.
+pub type QuarantineEvent =
+    fn(overlay_id: Uuid, health: &OverlayHealth, policy: QuarantinePolicy) -> NewAuditEvent;
+
 /// What some invocations of one overlay add to its health, recorded in one go.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MetricsDelta {
+pub struct HealthDelta {
     pub overlay_id: Uuid,
     /// Every invocation, host failures included.
     pub invocations: u64,
@@ -141,10 +148,10 @@ pub struct MetricsDelta {
     pub last_error: Option<String>,
 }
 
-impl MetricsDelta {
+impl HealthDelta {
     /// An empty delta, to [`add`](Self::add) results to.
     pub fn new(overlay_id: Uuid, at: DateTime<Utc>) -> Self {
-        MetricsDelta {
+        HealthDelta {
             overlay_id,
             invocations: 0,
             failures: 0,
@@ -175,7 +182,7 @@ impl MetricsDelta {
 
     /// Folds another delta of the same overlay into this one (a batch that could not be written
     /// goes back to wait for the next).
-    pub fn merge(&mut self, other: MetricsDelta) {
+    pub fn merge(&mut self, other: HealthDelta) {
         debug_assert_eq!(self.overlay_id, other.overlay_id);
         self.invocations += other.invocations;
         self.failures += other.failures;
@@ -192,9 +199,9 @@ impl MetricsDelta {
     }
 }
 
-/// An overlay's state and health right after a [`Repository::record_metrics`] batch.
+/// An overlay's state and health right after a [`Repository::record_health`] batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MetricsOutcome {
+pub struct HealthOutcome {
     pub overlay_id: Uuid,
     pub state: OverlayState,
     pub trust_level: TrustLevel,
@@ -212,9 +219,9 @@ mod tests {
     fn merged_deltas_add_up() {
         let t0 = Utc::now();
         let t1 = t0 + chrono::Duration::seconds(1);
-        let mut first = MetricsDelta::new(Uuid::nil(), t0);
+        let mut first = HealthDelta::new(Uuid::nil(), t0);
         first.add(&OverlayResult::failed(ErrorKind::Trap, "old", 1.0, 1), t0);
-        let mut second = MetricsDelta::new(Uuid::nil(), t1);
+        let mut second = HealthDelta::new(Uuid::nil(), t1);
         second.add(&OverlayResult::ok(None, 3.0, 1), t1);
         second.add(&OverlayResult::failed(ErrorKind::HostError, "new", 2.0, 1), t1);
         first.merge(second);
@@ -229,7 +236,7 @@ mod tests {
     fn delta_counts_host_faults_apart() {
         let t0 = Utc::now();
         let t1 = t0 + chrono::Duration::seconds(1);
-        let mut delta = MetricsDelta::new(Uuid::nil(), t0);
+        let mut delta = HealthDelta::new(Uuid::nil(), t0);
         delta.add(&OverlayResult::ok(None, 0.3, 10), t1);
         delta.add(&OverlayResult::failed(ErrorKind::Trap, "unreachable", 7.0, 10), t0);
         delta.add(&OverlayResult::failed(ErrorKind::HostError, "storage down", 2.0, 10), t0);

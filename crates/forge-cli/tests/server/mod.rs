@@ -61,6 +61,7 @@ pub fn spin_manifest(max_execution_ms: u32) -> Value {
 /// How to start a server.
 pub struct Launch {
     data_dir: PathBuf,
+    working_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
     args: Vec<String>,
     admin_token: bool,
@@ -70,7 +71,19 @@ impl Launch {
     /// `serve --bind 127.0.0.1:0 --data-dir DIR` with [`ADMIN_TOKEN`] and none of the caller's
     /// `FORGE_*` variables.
     pub fn new(data_dir: &Path) -> Self {
-        Launch { data_dir: data_dir.to_owned(), env: Vec::new(), args: Vec::new(), admin_token: true }
+        Launch {
+            data_dir: data_dir.to_owned(),
+            working_dir: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            admin_token: true,
+        }
+    }
+
+    /// Runs the server in `dir`, against which a relative data directory is resolved.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.working_dir = Some(dir.to_owned());
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -89,11 +102,18 @@ impl Launch {
     }
 
     pub fn start(self) -> ServerProcess {
-        std::fs::create_dir_all(&self.data_dir).unwrap();
-        let log_path = self.data_dir.with_extension("log");
+        let data_dir = match &self.working_dir {
+            Some(dir) => dir.join(&self.data_dir),
+            None => self.data_dir.clone(),
+        };
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log_path = data_dir.with_extension("log");
         let log = OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_forge-overlay"));
         command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(&self.data_dir).args(&self.args);
+        if let Some(dir) = &self.working_dir {
+            command.current_dir(dir);
+        }
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("FORGE_") {
                 command.env_remove(name);

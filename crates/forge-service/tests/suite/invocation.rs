@@ -109,6 +109,11 @@ pub async fn failing_overlay_is_quarantined_once(env: &Env) {
     assert_eq!(quarantines.len(), 1);
     assert_eq!(quarantines[0].actor, "system");
     assert_eq!(quarantines[0].details["failure_rate"], 1.0);
+    let reason = quarantines[0].reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("failure rate 100.0% over ") && reason.ends_with("is above 50.0%"),
+        "{reason}"
+    );
     assert!(
         svc.metrics()
             .render()

@@ -1,7 +1,9 @@
 //! Sample records for the suite; databases come from `forge_storage::testing`.
 
 use chrono::Utc;
-use forge_model::{NewAuditEvent, Overlay, OverlayHealth, OverlayManifest, OverlayState, TrustLevel};
+use forge_model::{
+    NewAuditEvent, Overlay, OverlayHealth, OverlayManifest, OverlayState, QuarantinePolicy, TrustLevel,
+};
 use serde_json::{Map, json};
 use uuid::Uuid;
 
@@ -48,6 +50,24 @@ pub fn event(
         to_state: to,
         reason: Some(format!("{action} for the test")),
         details: Map::new(),
+    }
+}
+
+/// The caller's wording of an automatic quarantine, with the numbers it was handed: storage must
+/// pass the health as it stands after the batch.
+pub fn quarantine_event(overlay_id: Uuid, health: &OverlayHealth, _: QuarantinePolicy) -> NewAuditEvent {
+    let mut details = Map::new();
+    details.insert("failure_rate".into(), json!(health.failure_rate()));
+    details.insert("invocation_count".into(), json!(health.invocation_count));
+    details.insert("failure_count".into(), json!(health.failure_count));
+    NewAuditEvent {
+        overlay_id,
+        actor: "system".into(),
+        action: forge_model::AuditAction::AutoQuarantine,
+        from_state: Some(OverlayState::Active),
+        to_state: Some(OverlayState::Quarantined),
+        reason: Some("quarantined for the test".into()),
+        details,
     }
 }
 

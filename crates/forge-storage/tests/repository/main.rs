@@ -9,7 +9,7 @@
 
 mod capsules;
 mod fixture;
-mod metrics;
+mod health;
 mod overlays;
 mod users;
 
@@ -58,7 +58,7 @@ suite! {
         events_page_oldest_first,
         reopening_keeps_everything,
     ],
-    metrics: [
+    health: [
         deltas_add_up,
         auto_quarantine_happens_once_with_its_numbers,
         core_overlays_are_never_quarantined,

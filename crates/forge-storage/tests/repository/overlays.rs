@@ -1,12 +1,12 @@
 //! Overlay records: registration, lookups, listings, lifecycle compare-and-set, trust, deletion.
 
 use crate::Db;
-use crate::fixture::{active, event, overlay, register};
+use crate::fixture::{active, event, overlay, quarantine_event, register};
 use forge_model::{
     CapabilityName, LatencyHistogram, OverlayFilter, OverlayHealth, OverlayState, PageRequest,
     QuarantinePolicy, TrustLevel,
 };
-use forge_storage::{MetricsDelta, StorageError, open_repository};
+use forge_storage::{HealthDelta, StorageError, open_repository};
 use uuid::Uuid;
 
 use OverlayState::{Active, Deprecated, Pending, Quarantined, Suspended};
@@ -186,13 +186,14 @@ pub async fn concurrent_transitions_let_exactly_one_win(db: &Db) {
 
 pub async fn transition_can_reset_health(db: &Db) {
     let o = active(db, "flaky", TrustLevel::Sandbox).await;
-    let mut delta = MetricsDelta::new(o.id, chrono::Utc::now());
+    let mut delta = HealthDelta::new(o.id, chrono::Utc::now());
     delta.invocations = 12;
     delta.failures = 12;
     delta.total_execution_ms = 24.0;
     delta.latency_buckets[3] = 12;
     delta.last_error = Some("trap".into());
-    let outcome = db.repo.record_metrics(&[delta], QuarantinePolicy::default()).await.unwrap();
+    let outcome =
+        db.repo.record_health(&[delta], QuarantinePolicy::default(), quarantine_event).await.unwrap();
     assert!(outcome[0].quarantined);
 
     let release = event(o.id, "release", Some(Quarantined), Some(Active));

@@ -11,10 +11,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use forge_model::{OverlayState, TrustLevel};
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Decode, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction, Type};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{
+    Database, Decode, Encode, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool,
+    Transaction, Type,
+};
 use std::borrow::Cow;
 use uuid::Uuid;
 
@@ -87,16 +90,31 @@ pub(crate) enum Conn<'c> {
     Postgres(&'c mut PgConnection),
 }
 
+/// Runs `$body` on whichever backend `$conn` is, with `$query` the statement with its arguments
+/// bound, `$c` the native connection and `$row` the constructor wrapping its rows: the one place the
+/// two backends are told apart when a statement runs.
+macro_rules! on_backend {
+    ($conn:expr, $sql:expr, $args:expr, |$query:ident, $c:ident, $row:ident| $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => {
+                let ($query, $row) = (bind(sqlx::query::<Sqlite>($sql), $args), Row::Sqlite);
+                $body
+            }
+            Conn::Postgres($c) => {
+                let ($query, $row) = (bind(sqlx::query::<Postgres>($sql), $args), Row::Postgres);
+                $body
+            }
+        }
+    };
+}
+
 /// Running statements, the same on pooled connections and in transactions.
 pub(crate) trait Execute {
     fn conn(&mut self) -> Conn<'_>;
 
     /// Runs a statement and returns the number of rows it changed.
     async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StorageError> {
-        Ok(match self.conn() {
-            Conn::Sqlite(c) => bind_sqlite(sqlx::query(sql), args).execute(c).await?.rows_affected(),
-            Conn::Postgres(c) => bind_postgres(sqlx::query(sql), args).execute(c).await?.rows_affected(),
-        })
+        Ok(on_backend!(self.conn(), sql, args, |query, c, _row| query.execute(c).await?.rows_affected()))
     }
 
     async fn fetch_optional(
@@ -104,33 +122,17 @@ pub(crate) trait Execute {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<Option<Row>, StorageError> {
-        Ok(match self.conn() {
-            Conn::Sqlite(c) => bind_sqlite(sqlx::query(sql), args).fetch_optional(c).await?.map(Row::Sqlite),
-            Conn::Postgres(c) => {
-                bind_postgres(sqlx::query(sql), args).fetch_optional(c).await?.map(Row::Postgres)
-            }
-        })
+        Ok(on_backend!(self.conn(), sql, args, |query, c, row| query.fetch_optional(c).await?.map(row)))
     }
 
     async fn fetch_one(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Row, StorageError> {
-        Ok(match self.conn() {
-            Conn::Sqlite(c) => Row::Sqlite(bind_sqlite(sqlx::query(sql), args).fetch_one(c).await?),
-            Conn::Postgres(c) => Row::Postgres(bind_postgres(sqlx::query(sql), args).fetch_one(c).await?),
-        })
+        Ok(on_backend!(self.conn(), sql, args, |query, c, row| row(query.fetch_one(c).await?)))
     }
 
     async fn fetch_all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Row>, StorageError> {
-        Ok(match self.conn() {
-            Conn::Sqlite(c) => {
-                bind_sqlite(sqlx::query(sql), args).fetch_all(c).await?.into_iter().map(Row::Sqlite).collect()
-            }
-            Conn::Postgres(c) => bind_postgres(sqlx::query(sql), args)
-                .fetch_all(c)
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect(),
-        })
+        Ok(on_backend!(self.conn(), sql, args, |query, c, row| {
+            query.fetch_all(c).await?.into_iter().map(row).collect()
+        }))
     }
 }
 
@@ -273,37 +275,59 @@ fn clean_json(value: &Value) -> Cow<'_, Value> {
     if has_nul(value) { Cow::Owned(cleaned(value)) } else { Cow::Borrowed(value) }
 }
 
-fn bind_sqlite<'q>(
-    mut query: Query<'q, Sqlite, SqliteArguments>,
-    args: &[Arg<'_>],
-) -> Query<'q, Sqlite, SqliteArguments> {
-    for arg in args {
-        query = match *arg {
-            Arg::Int(v) => query.bind(v),
-            Arg::Real(v) => query.bind(v),
-            Arg::Bool(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v.map(|t| clean_text(t).into_owned())),
-            Arg::Uuid(v) => query.bind(v.map(|u| u.hyphenated().to_string())),
-            Arg::Time(v) => query.bind(v.map(sqlite_time)),
-            Arg::Json(v) => query.bind(clean_json(v).to_string()),
-        };
-    }
-    query
+/// A statement with its arguments, on backend `DB`.
+type Statement<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
+
+/// How a backend stores the kinds of [`Arg`] that have no column type common to both.
+trait Native: Database {
+    fn bind_uuid(query: Statement<'_, Self>, value: Option<Uuid>) -> Statement<'_, Self>;
+    fn bind_time(query: Statement<'_, Self>, value: Option<DateTime<Utc>>) -> Statement<'_, Self>;
+    fn bind_json<'q>(query: Statement<'q, Self>, value: &Value) -> Statement<'q, Self>;
 }
 
-fn bind_postgres<'q>(
-    mut query: Query<'q, Postgres, PgArguments>,
-    args: &[Arg<'_>],
-) -> Query<'q, Postgres, PgArguments> {
+/// Hyphenated text UUIDs, fixed-width text timestamps and JSON text.
+impl Native for Sqlite {
+    fn bind_uuid(query: Statement<'_, Self>, value: Option<Uuid>) -> Statement<'_, Self> {
+        query.bind(value.map(|u| u.hyphenated().to_string()))
+    }
+    fn bind_time(query: Statement<'_, Self>, value: Option<DateTime<Utc>>) -> Statement<'_, Self> {
+        query.bind(value.map(sqlite_time))
+    }
+    fn bind_json<'q>(query: Statement<'q, Self>, value: &Value) -> Statement<'q, Self> {
+        query.bind(clean_json(value).to_string())
+    }
+}
+
+/// `uuid`, `timestamptz` and `jsonb`.
+impl Native for Postgres {
+    fn bind_uuid(query: Statement<'_, Self>, value: Option<Uuid>) -> Statement<'_, Self> {
+        query.bind(value)
+    }
+    fn bind_time(query: Statement<'_, Self>, value: Option<DateTime<Utc>>) -> Statement<'_, Self> {
+        query.bind(value)
+    }
+    fn bind_json<'q>(query: Statement<'q, Self>, value: &Value) -> Statement<'q, Self> {
+        query.bind(sqlx::types::Json(clean_json(value).into_owned()))
+    }
+}
+
+/// Binds `args` in order: the kinds both backends store alike here, the others through [`Native`].
+fn bind<'q, DB: Native>(mut query: Statement<'q, DB>, args: &[Arg<'_>]) -> Statement<'q, DB>
+where
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    f64: for<'t> Encode<'t, DB> + Type<DB>,
+    bool: for<'t> Encode<'t, DB> + Type<DB>,
+    Option<String>: for<'t> Encode<'t, DB> + Type<DB>,
+{
     for arg in args {
         query = match *arg {
             Arg::Int(v) => query.bind(v),
             Arg::Real(v) => query.bind(v),
             Arg::Bool(v) => query.bind(v),
             Arg::Text(v) => query.bind(v.map(|t| clean_text(t).into_owned())),
-            Arg::Uuid(v) => query.bind(v),
-            Arg::Time(v) => query.bind(v),
-            Arg::Json(v) => query.bind(sqlx::types::Json(clean_json(v).into_owned())),
+            Arg::Uuid(v) => DB::bind_uuid(query, v),
+            Arg::Time(v) => DB::bind_time(query, v),
+            Arg::Json(v) => DB::bind_json(query, v),
         };
     }
     query

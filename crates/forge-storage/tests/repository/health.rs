@@ -1,14 +1,14 @@
 //! Health counters, the latency histogram and automatic quarantine.
 
 use crate::Db;
-use crate::fixture::{active, register};
+use crate::fixture::{active, quarantine_event, register};
 use chrono::{Duration, Utc};
 use forge_model::{LatencyHistogram, OverlayState, PageRequest, QuarantinePolicy, TrustLevel};
-use forge_storage::{MetricsDelta, StorageError, open_repository};
+use forge_storage::{HealthDelta, StorageError, open_repository};
 use uuid::Uuid;
 
-fn delta(overlay_id: Uuid, invocations: u64, failures: u64) -> MetricsDelta {
-    let mut delta = MetricsDelta::new(overlay_id, Utc::now());
+fn delta(overlay_id: Uuid, invocations: u64, failures: u64) -> HealthDelta {
+    let mut delta = HealthDelta::new(overlay_id, Utc::now());
     delta.invocations = invocations;
     delta.failures = failures;
     delta.total_execution_ms = invocations as f64 * 2.0;
@@ -24,21 +24,21 @@ async fn quarantine_events(db: &Db, id: Uuid) -> usize {
 pub async fn deltas_add_up(db: &Db) {
     let o = active(db, "echo", TrustLevel::Sandbox).await;
     let t0 = Utc::now();
-    let mut first = MetricsDelta::new(o.id, t0);
+    let mut first = HealthDelta::new(o.id, t0);
     first.invocations = 3;
     first.failures = 1;
     first.total_execution_ms = 3.0;
     first.latency_buckets[0] = 2;
     first.latency_buckets[LatencyHistogram::BUCKETS - 1] = 1;
     first.last_error = Some("trap: unreachable\u{0}".into());
-    let mut older = MetricsDelta::new(o.id, t0 - Duration::seconds(5));
+    let mut older = HealthDelta::new(o.id, t0 - Duration::seconds(5));
     older.invocations = 1;
     older.total_execution_ms = 9.0;
     older.latency_buckets[0] = 1;
 
     let policy = QuarantinePolicy::default();
-    db.repo.record_metrics(&[first], policy).await.unwrap();
-    let outcome = db.repo.record_metrics(&[older], policy).await.unwrap();
+    db.repo.record_health(&[first], policy, quarantine_event).await.unwrap();
+    let outcome = db.repo.record_health(&[older], policy, quarantine_event).await.unwrap();
     assert_eq!(outcome.len(), 1);
     let health = &outcome[0].health;
     assert_eq!((health.invocation_count, health.failure_count, health.host_failure_count), (4, 1, 0));
@@ -60,19 +60,19 @@ pub async fn deltas_add_up(db: &Db) {
     assert_eq!(histogram.counts[0], 3);
     assert_eq!(histogram.counts[LatencyHistogram::BUCKETS - 1], 1);
     assert_eq!(histogram.counts.iter().sum::<u64>(), 4);
-    assert!(db.repo.record_metrics(&[], policy).await.unwrap().is_empty());
+    assert!(db.repo.record_health(&[], policy, quarantine_event).await.unwrap().is_empty());
 }
 
 pub async fn auto_quarantine_happens_once_with_its_numbers(db: &Db) {
     let o = active(db, "flaky", TrustLevel::Standard).await;
     let policy = QuarantinePolicy::default();
-    let below = db.repo.record_metrics(&[delta(o.id, 9, 9)], policy).await.unwrap();
+    let below = db.repo.record_health(&[delta(o.id, 9, 9)], policy, quarantine_event).await.unwrap();
     assert!(!below[0].quarantined, "9 invocations are not enough");
-    let tipping = db.repo.record_metrics(&[delta(o.id, 1, 0)], policy).await.unwrap();
+    let tipping = db.repo.record_health(&[delta(o.id, 1, 0)], policy, quarantine_event).await.unwrap();
     assert_eq!((tipping[0].state, tipping[0].quarantined), (OverlayState::Quarantined, true));
     assert_eq!(db.repo.get_overlay(o.id).await.unwrap().unwrap().state, OverlayState::Quarantined);
 
-    let after = db.repo.record_metrics(&[delta(o.id, 5, 5)], policy).await.unwrap();
+    let after = db.repo.record_health(&[delta(o.id, 5, 5)], policy, quarantine_event).await.unwrap();
     assert_eq!((after[0].state, after[0].quarantined), (OverlayState::Quarantined, false));
     assert_eq!(after[0].health.invocation_count, 15, "counting goes on");
     assert_eq!(quarantine_events(db, o.id).await, 1);
@@ -85,7 +85,7 @@ pub async fn auto_quarantine_happens_once_with_its_numbers(db: &Db) {
         (quarantine.from_state, quarantine.to_state),
         (Some(OverlayState::Active), Some(OverlayState::Quarantined))
     );
-    assert!(quarantine.reason.as_deref().unwrap().contains("90.0%"), "{:?}", quarantine.reason);
+    assert_eq!(quarantine.reason.as_deref(), Some("quarantined for the test"), "recorded as worded");
     assert_eq!(quarantine.details["failure_rate"], 0.9);
     assert_eq!(quarantine.details["invocation_count"], 10);
     assert_eq!(quarantine.details["failure_count"], 9);
@@ -93,8 +93,11 @@ pub async fn auto_quarantine_happens_once_with_its_numbers(db: &Db) {
 
 pub async fn core_overlays_are_never_quarantined(db: &Db) {
     let core = active(db, "core-thing", TrustLevel::Core).await;
-    let outcome =
-        db.repo.record_metrics(&[delta(core.id, 100, 100)], QuarantinePolicy::default()).await.unwrap();
+    let outcome = db
+        .repo
+        .record_health(&[delta(core.id, 100, 100)], QuarantinePolicy::default(), quarantine_event)
+        .await
+        .unwrap();
     assert_eq!((outcome[0].state, outcome[0].quarantined), (OverlayState::Active, false));
     assert_eq!(outcome[0].health.failure_rate(), 1.0);
     assert_eq!(quarantine_events(db, core.id).await, 0);
@@ -102,8 +105,11 @@ pub async fn core_overlays_are_never_quarantined(db: &Db) {
 
 pub async fn only_active_overlays_are_quarantined(db: &Db) {
     let pending = register(db, "pending-one", "1.0.0").await;
-    let outcome =
-        db.repo.record_metrics(&[delta(pending.id, 20, 20)], QuarantinePolicy::default()).await.unwrap();
+    let outcome = db
+        .repo
+        .record_health(&[delta(pending.id, 20, 20)], QuarantinePolicy::default(), quarantine_event)
+        .await
+        .unwrap();
     assert_eq!((outcome[0].state, outcome[0].quarantined), (OverlayState::Pending, false));
     assert_eq!(quarantine_events(db, pending.id).await, 0);
 }
@@ -113,12 +119,17 @@ pub async fn host_failures_do_not_count_against_the_overlay(db: &Db) {
     let mut host_down = delta(o.id, 20, 0);
     host_down.host_failures = 20;
     host_down.last_error = Some("capsule store unavailable".into());
-    let outcome = db.repo.record_metrics(&[host_down], QuarantinePolicy::default()).await.unwrap();
+    let outcome =
+        db.repo.record_health(&[host_down], QuarantinePolicy::default(), quarantine_event).await.unwrap();
     assert_eq!((outcome[0].state, outcome[0].quarantined), (OverlayState::Active, false));
     assert_eq!((outcome[0].health.host_failure_count, outcome[0].health.failure_rate()), (20, 0.0));
 
     // 20 host failures + 10 counted invocations of which 6 failed: 60% > 50% once host faults are set aside.
-    let outcome = db.repo.record_metrics(&[delta(o.id, 10, 6)], QuarantinePolicy::default()).await.unwrap();
+    let outcome = db
+        .repo
+        .record_health(&[delta(o.id, 10, 6)], QuarantinePolicy::default(), quarantine_event)
+        .await
+        .unwrap();
     assert!(outcome[0].quarantined, "{outcome:?}");
 }
 
@@ -126,7 +137,7 @@ pub async fn deltas_of_missing_overlays_are_skipped(db: &Db) {
     let o = active(db, "echo", TrustLevel::Sandbox).await;
     let gone = Uuid::now_v7();
     let batch = [delta(gone, 5, 5), delta(o.id, 2, 0)];
-    let outcome = db.repo.record_metrics(&batch, QuarantinePolicy::default()).await.unwrap();
+    let outcome = db.repo.record_health(&batch, QuarantinePolicy::default(), quarantine_event).await.unwrap();
     assert_eq!(outcome.iter().map(|x| x.overlay_id).collect::<Vec<_>>(), [o.id]);
     assert_eq!(outcome[0].health.invocation_count, 2);
 }
@@ -143,7 +154,8 @@ pub async fn one_batch_covers_many_overlays(db: &Db) {
             delta(o.id, 1, u64::from(o.id == overlays[0].id))
         })
         .collect();
-    let outcomes = db.repo.record_metrics(&deltas, QuarantinePolicy::default()).await.unwrap();
+    let outcomes =
+        db.repo.record_health(&deltas, QuarantinePolicy::default(), quarantine_event).await.unwrap();
     assert_eq!(outcomes.len(), 100);
     assert_eq!(outcomes.iter().filter(|x| x.quarantined).count(), 1);
     assert!(outcomes.iter().any(|x| x.quarantined && x.overlay_id == overlays[0].id));
@@ -178,7 +190,10 @@ pub async fn concurrent_recorders_lose_nothing_and_quarantine_once(db: &Db) {
                     // so the overlay must be quarantined, while exactly half of all calls fail.
                     let failed = call < calls / 2 + (calls % 2) * (task % 2);
                     let d = delta(o.id, 1, u64::from(failed));
-                    let outcome = repo.record_metrics(&[d], QuarantinePolicy::default()).await.unwrap();
+                    let outcome = repo
+                        .record_health(&[d], QuarantinePolicy::default(), quarantine_event)
+                        .await
+                        .unwrap();
                     quarantines += outcome.iter().filter(|x| x.quarantined).count();
                 }
                 quarantines

@@ -50,6 +50,7 @@ OBJECTS: dict[str, type[BaseModel]] = {
 }
 
 ENUMS: dict[str, type[Enum]] = {
+    "AuditAction": models.AuditAction,
     "CapabilityName": models.CapabilityName,
     "CapsuleType": models.CapsuleType,
     "ErrorCode": models.ErrorCode,

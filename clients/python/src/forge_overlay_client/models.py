@@ -46,6 +46,21 @@ class LifecycleAction(str, Enum):
     DEPRECATE = "deprecate"
 
 
+class AuditAction(str, Enum):
+    """What an audit event records; `auto_quarantine` is the service's own."""
+
+    REGISTER = "register"
+    ACTIVATE = "activate"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    QUARANTINE = "quarantine"
+    RELEASE = "release"
+    DEPRECATE = "deprecate"
+    AUTO_QUARANTINE = "auto_quarantine"
+    SET_TRUST_LEVEL = "set_trust_level"
+    DELETE = "delete"
+
+
 class TrustLevel(str, Enum):
     """Forge's trust levels; the server also reads their numbers (core 100 ... quarantine 0)."""
 
@@ -226,7 +241,7 @@ class AuditEvent(_Response):
     id: int
     overlay_id: UUID
     actor: str
-    action: str
+    action: AuditAction
     from_state: OverlayState | None = None
     to_state: OverlayState | None = None
     reason: str | None = None

@@ -6,13 +6,19 @@
 #   scripts/http-bench.sh [SECONDS] [CONNECTIONS] [WRK_THREADS]
 #
 # The server runs on the embedded default unless FORGE_DATABASE_URL (e.g. a PostgreSQL URL) is set.
+# FORGE_OVERLAY_BIN runs that binary instead of building this checkout's release binary (to compare
+# two builds in one session).
 # Needs wrk (Debian package `wrk`). Prints wrk's report and one JSON summary line.
 set -euo pipefail
 seconds="${1:-10}" connections="${2:-32}" threads="${3:-1}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-cargo build --release --bin forge-overlay >&2
-bin="$repo/target/release/forge-overlay"
+bin="${FORGE_OVERLAY_BIN:-}"
+if [[ -z "$bin" ]]; then
+    cargo build --release --bin forge-overlay >&2
+    bin="$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/forge-overlay"
+fi
 work="$(mktemp -d)"
 token="fgo_http-bench-$(date +%s)-token"
 FORGE_ADMIN_TOKEN="$token" FORGE_LOG=warn "$bin" serve --bind 127.0.0.1:0 --data-dir "$work/data" \

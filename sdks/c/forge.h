@@ -57,7 +57,7 @@ _Noreturn void forge_fail(const char *message);
 
 /*
  * A host function's refusal (`{"error": {"code", "message"}}`): `not_found`,
- * `capability_denied`, `invalid_request`, `unavailable`, or `invalid_response` when the answer
+ * `invalid_request`, `unavailable`, or `invalid_response` when the answer
  * could not be read. Both strings live until the call ends.
  */
 typedef struct {

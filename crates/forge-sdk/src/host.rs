@@ -188,8 +188,6 @@ text_enum! {
         InvalidRequest = "invalid_request",
         /// No such item, or one this overlay's trust level cannot see (the host does not tell which).
         NotFound = "not_found",
-        /// The manifest's capability does not cover this request, e.g. a host outside the allowed list.
-        CapabilityDenied = "capability_denied",
         /// The feature is not configured on this host; also every host function on native targets.
         Unavailable = "unavailable",
         /// SDK-side: the host's answer could not be read. A conforming host never causes it.

@@ -2,8 +2,8 @@
 //!
 //! The host makes the request, so the overlay never holds a socket: the manifest's capability
 //! constraints (for example an allowed host list) are enforced there, and a URL outside them
-//! answers [`HostErrorCode::CapabilityDenied`](crate::HostErrorCode::CapabilityDenied). Bodies are
-//! text.
+//! is not answered: it ends the call with error kind `capability_denied`, as docs/abi.md says.
+//! Bodies are text.
 //!
 //! ```
 //! use forge_sdk::http::Request;

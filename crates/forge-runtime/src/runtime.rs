@@ -220,8 +220,20 @@ impl Drop for EpochTicker {
 
 /// Accepts WebAssembly binary or text (`.wat`), returning the binary.
 pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ForgeError> {
-    wat::parse_bytes(bytes)
-        .map_err(|e| ForgeError::validation(format!("not WebAssembly binary or text: {e}")))
+    wat::parse_bytes(bytes).map_err(|e| {
+        // The parser quotes the offending source line, which in a file that is neither binary nor
+        // text can be the whole upload: keep each line short.
+        const MAX_LINE_CHARS: usize = 120;
+        let quoted: Vec<String> = e
+            .to_string()
+            .lines()
+            .map(|line| match line.char_indices().nth(MAX_LINE_CHARS) {
+                Some((cut, _)) => format!("{}...", &line[..cut]),
+                None => line.to_owned(),
+            })
+            .collect();
+        ForgeError::validation(format!("not WebAssembly binary or text: {}", quoted.join("\n")))
+    })
 }
 
 #[cfg(test)]
@@ -241,5 +253,12 @@ mod tests {
         assert!(Module::same(&first, &again), "the second compile must be a cache hit");
         let other = runtime.compile(&module(2)).unwrap();
         assert!(!Module::same(&first, &other));
+    }
+
+    #[test]
+    fn a_refused_upload_is_not_quoted_whole() {
+        let err = wasm_from_binary_or_text(&vec![b'0'; 1 << 20]).unwrap_err();
+        assert!(err.message.starts_with("not WebAssembly binary or text"), "{}", err.message);
+        assert!(err.message.len() < 1024, "{} bytes of error", err.message.len());
     }
 }

@@ -124,8 +124,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         };
         eprintln!("[{level}] {}", line.message);
     }
-    if outcome.log.dropped_bytes > 0 {
-        eprintln!("[log] {} bytes dropped over the log limit", outcome.log.dropped_bytes);
+    if outcome.log.dropped_lines > 0 {
+        eprintln!(
+            "[log] {} lines ({} bytes) dropped over the log limit",
+            outcome.log.dropped_lines, outcome.log.dropped_bytes
+        );
     }
     println!("{}", serde_json::to_string(&outcome.result).expect("a result always serialises"));
     if outcome.result.success { ExitCode::SUCCESS } else { ExitCode::FAILURE }

@@ -40,8 +40,9 @@ pub struct RuntimeConfig {
     /// Largest result JSON accepted from a guest, in bytes. Default: 1 MiB.
     pub max_output_bytes: usize,
 
-    /// Log bytes kept per call (`log_info`, `log_error`, WASI stdout/stderr); the rest is dropped
-    /// and counted. Default: 64 KiB.
+    /// Log bytes kept per call (`log_info`, `log_error`, WASI stdout/stderr), each line costing
+    /// [`LOG_LINE_OVERHEAD_BYTES`](crate::LOG_LINE_OVERHEAD_BYTES) besides its text, and at most
+    /// [`MAX_LOG_LINES`](crate::MAX_LOG_LINES) lines; the rest is dropped and counted. Default: 64 KiB.
     pub max_log_bytes: usize,
 
     /// Compiled modules kept in memory, keyed by SHA-256. Default: 256.

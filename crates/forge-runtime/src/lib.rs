@@ -54,7 +54,7 @@ pub use host::{
     CapsuleStore, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse, InMemoryCapsules,
     MAX_SEARCH_LIMIT, NoNetwork,
 };
-pub use log::{CallLog, LogLevel, LogLine};
+pub use log::{CallLog, LOG_LINE_OVERHEAD_BYTES, LogLevel, LogLine, MAX_LOG_LINES};
 pub use prepared::PreparedOverlay;
 pub use runtime::{Runtime, wasm_from_binary_or_text};
 pub use state::OverlayIdentity;

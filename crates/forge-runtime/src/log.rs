@@ -18,11 +18,20 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// What a call logged, capped at a byte budget; bytes past the budget are dropped and counted.
+/// Most lines one call keeps, however short: an empty line costs host memory too.
+pub const MAX_LOG_LINES: usize = 1000;
+/// What each kept line costs against the byte budget besides its text (its place in the list), so
+/// that a flood of empty lines exhausts the budget as well.
+pub const LOG_LINE_OVERHEAD_BYTES: usize = 32;
+
+/// What a call logged, capped at [`MAX_LOG_LINES`] and a byte budget; lines past either are dropped
+/// and counted, whether they came from `log_info` / `log_error` or from WASI stdout / stderr.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallLog {
     pub lines: Vec<LogLine>,
     pub dropped_bytes: u64,
+    #[serde(default)]
+    pub dropped_lines: u64,
 }
 
 /// The log being written during a call. Shared with the WASI output streams, hence the mutex
@@ -94,11 +103,13 @@ impl SharedLog {
 
 impl LogState {
     fn push(&mut self, level: LogLevel, bytes: &[u8]) {
-        if bytes.len() > self.budget {
+        let cost = bytes.len() + LOG_LINE_OVERHEAD_BYTES;
+        if cost > self.budget || self.log.lines.len() >= MAX_LOG_LINES {
             self.log.dropped_bytes += bytes.len() as u64;
+            self.log.dropped_lines += 1;
             return;
         }
-        self.budget -= bytes.len();
+        self.budget -= cost;
         self.log.lines.push(LogLine { level, message: String::from_utf8_lossy(bytes).into_owned() });
     }
 }

@@ -225,8 +225,31 @@ fn log_flood_is_capped_and_counted_without_failing_the_call() {
     assert!(outcome.result.success, "{:?}", outcome.result);
     let kept: usize = outcome.log.lines.iter().map(|l| l.message.len()).sum();
     assert!(kept <= 64 * 1024, "kept {kept} bytes");
-    assert_eq!(kept, 655 * 100, "kept as many whole lines as fit");
-    assert_eq!(outcome.log.dropped_bytes, (10_000 - 655) * 100);
+    // Each line costs its text and LOG_LINE_OVERHEAD_BYTES: 65,536 / 132 = 496 whole lines fit.
+    assert_eq!(outcome.log.lines.len(), 496, "kept as many whole lines as fit");
+    assert_eq!(outcome.log.dropped_bytes, (10_000 - 496) * 100);
+    assert_eq!(outcome.log.dropped_lines, 10_000 - 496);
+}
+
+#[test]
+fn a_flood_of_empty_log_lines_is_capped_by_count() {
+    let wasm = guest(
+        r#"(import "forge" "log_info" (func $log (param i32 i32)))"#,
+        r#"(func (export "process") (param i32 i32) (result i64)
+             (local $i i32)
+             (loop $l
+               (call $log (i32.const 0) (i32.const 0))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br_if $l (i32.lt_u (local.get $i) (i32.const 200000))))
+             (i64.const 0))"#,
+    );
+    let rt = runtime();
+    let prepared = rt.prepare(&manifest("max_fuel = 100000000"), &wasm).unwrap();
+    let outcome = call(&rt, &prepared, "process", json!({}));
+    assert!(outcome.result.success, "{:?}", outcome.result);
+    assert_eq!(outcome.log.lines.len(), forge_runtime::MAX_LOG_LINES);
+    assert_eq!(outcome.log.dropped_lines, 200_000 - forge_runtime::MAX_LOG_LINES as u64);
+    assert_eq!(outcome.log.dropped_bytes, 0, "empty lines have no bytes to drop");
 }
 
 #[test]

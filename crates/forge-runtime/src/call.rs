@@ -82,7 +82,14 @@ async fn execute(
     input: &[u8],
     max_output_bytes: usize,
 ) -> wasmtime::Result<Result<Option<Map<String, Value>>, Abort>> {
-    let instance = prepared.instance_pre().instantiate_async(&mut *store).await?;
+    let instance = prepared.instance_pre().instantiate_async(&mut *store).await.map_err(|error| {
+        // A start function's trap is the guest's; anything else here (a full pool) is the host's.
+        if error.is::<Trap>() || error.is::<Abort>() || error.is::<wasmtime_wasi::I32Exit>() {
+            return error;
+        }
+        tracing::warn!(error = format!("{error:#}"), "cannot start an instance");
+        Abort::new(ErrorKind::HostError, format!("host error: cannot start an instance: {error:#}")).into()
+    })?;
     let exports = prepared.exports();
     // Every export below was checked for presence and signature when the overlay was prepared.
     let func = |store: &mut Store<CallState>, export| match instance.get_module_export(store, export) {
@@ -160,8 +167,11 @@ fn classify(error: &wasmtime::Error, timeout_ms: u32) -> (ErrorKind, String) {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return (ErrorKind::OverlayError, format!("the overlay called proc_exit({})", exit.0));
     }
-    tracing::warn!(error = format!("{error:#}"), "invocation failed in the host");
-    (ErrorKind::HostError, format!("host error: {error:#}"))
+    // Our host functions report their own failures as `Abort`, and instantiation failures are
+    // mapped before this; what else Wasmtime raises while the guest runs is WASI refusing what the
+    // guest asked (`proc_exit` >= 126, `random_get` over its limit): the guest's fault, so that it
+    // counts toward quarantine like any trap.
+    (ErrorKind::Trap, format!("trap: {error:#}"))
 }
 
 #[cfg(test)]

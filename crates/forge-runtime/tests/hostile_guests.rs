@@ -336,3 +336,26 @@ fn the_runtime_keeps_serving_after_hostile_calls() {
     assert!(result.success);
     assert_eq!(result.result.unwrap()["ok"], true);
 }
+
+#[test]
+fn wasi_refusals_of_what_the_guest_asked_are_the_guests_traps() {
+    for (import, body) in [
+        (
+            r#"(import "wasi_snapshot_preview1" "proc_exit" (func $wasi (param i32)))"#,
+            "(call $wasi (i32.const 200))",
+        ),
+        (
+            r#"(import "wasi_snapshot_preview1" "random_get" (func $wasi (param i32 i32) (result i32)))"#,
+            "(drop (call $wasi (i32.const 0) (i32.const 0x7fffffff)))",
+        ),
+    ] {
+        let wasm = guest(
+            import,
+            &format!(r#"(func (export "process") (param i32 i32) (result i64) {body} (i64.const 0))"#),
+        );
+        let rt = runtime();
+        let prepared = rt.prepare(&manifest(""), &wasm).unwrap();
+        let result = call(&rt, &prepared, "process", json!({})).result;
+        assert_eq!(result.error_kind, Some(ErrorKind::Trap), "{import}: {result:?}");
+    }
+}

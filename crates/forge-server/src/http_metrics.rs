@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
@@ -50,11 +51,30 @@ impl HttpMetrics {
 /// route is the pattern (`/api/v1/overlays/{id}/invoke`), never the raw path.
 pub async fn track(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    app.http.requests.with_label_values(&[method.as_str(), route, response.status().as_str()]).inc();
+    app.http.requests.with_label_values(&[method, route, response.status().as_str()]).inc();
     app.http.duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: the standard methods by name, any other as `other`, so that clients
+/// inventing methods cannot grow the metric without bound.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"X-1234567").unwrap()), "other");
+    }
 }

@@ -72,6 +72,8 @@ impl NewUser {
                 "name",
                 "must be 1-100 characters of letters, digits, `.`, `_`, `-` or `@`",
             ));
+        } else if self.name == Principal::system().name {
+            errors.push(FieldError::new("name", "`system` is reserved for the service's own actions"));
         }
         if self.roles.is_empty() {
             errors.push(FieldError::new("roles", "must name at least one of admin, operator, user"));
@@ -125,5 +127,7 @@ mod tests {
         let bad = NewUser { name: "has space".into(), roles: vec![], trust_level: TrustLevel::Standard };
         let err = bad.validate().unwrap_err();
         assert!(err.message.contains("name") && err.message.contains("roles"));
+        let impostor = NewUser { name: "system".into(), ..ok };
+        assert!(impostor.validate().unwrap_err().message.contains("reserved"));
     }
 }

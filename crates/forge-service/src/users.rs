@@ -21,9 +21,10 @@ pub fn generate_token() -> String {
     format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// What the database keeps of a token.
+/// What the database keeps of a token: the hash of the token as trimmed, the same wherever it comes
+/// from (a header is trimmed; a stray space in `FORGE_ADMIN_TOKEN` must not lock the admin out).
 pub fn token_hash(token: &str) -> String {
-    forge_model::sha256_hex(token.as_bytes())
+    forge_model::sha256_hex(token.trim().as_bytes())
 }
 
 /// Tokens verified recently, by hash, so most requests need no database read.
@@ -146,5 +147,6 @@ mod tests {
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 43);
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), token_hash(&b));
+        assert_eq!(token_hash(&format!(" {a}\n")), token_hash(&a), "hashed as trimmed");
     }
 }

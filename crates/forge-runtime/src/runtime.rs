@@ -1,6 +1,6 @@
 //! The engine, its epoch ticker, the module cache, and the entry points `prepare` and `invoke`.
 
-use crate::abi::{self, ModuleInfo};
+use crate::abi;
 use crate::call::{self, CallOutcome, CallPlan};
 use crate::config::RuntimeConfig;
 use crate::host::HostServices;
@@ -62,11 +62,6 @@ impl Runtime {
             .map_err(|e| ForgeError::validation(format!("the module does not compile: {e:#}")))?;
         self.inner.modules.lock().put(hash, module.clone());
         Ok(module)
-    }
-
-    /// The registration checks of the ABI, without linking: compile and check against the manifest.
-    pub fn check(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<ModuleInfo, ForgeError> {
-        abi::check_module(&self.compile(wasm)?, manifest)
     }
 
     /// Checks a module and pre-links it for its manifest's grants, ready for any number of calls.

@@ -229,7 +229,7 @@ fn compiled_code_can_be_kept_on_disk_across_restarts() {
     let wasm = returning(r#"{"kept": true}"#);
     let files = || walk(dir.path());
     let first = forge_runtime::Runtime::new(config(), Default::default()).unwrap();
-    first.check(&manifest(""), &wasm).unwrap();
+    first.prepare(&manifest(""), &wasm).unwrap();
     drop(first);
     let stored = files();
     assert!(!stored.is_empty(), "compiling wrote the cache");

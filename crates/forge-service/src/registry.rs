@@ -117,7 +117,8 @@ impl OverlayService {
         let checked_manifest = manifest.clone();
         let wasm: Bytes = tokio::task::spawn_blocking(move || {
             let binary = forge_runtime::wasm_from_binary_or_text(&wasm)?.into_owned();
-            runtime.check(&checked_manifest, &binary)?;
+            // Linked as the first call will link it, so a module that passes cannot fail every call.
+            runtime.prepare(&checked_manifest, &binary)?;
             Ok::<_, ForgeError>(Bytes::from(binary))
         })
         .await

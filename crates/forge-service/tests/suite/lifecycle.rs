@@ -57,6 +57,16 @@ pub async fn bad_registrations_leave_nothing_behind(env: &Env) {
             fixture("echo.wasm"),
             "not exported",
         ),
+        (
+            // Passes every check but linking, which the first call would do.
+            manifest_named("unlinkable", "1.0.0", ""),
+            br#"(module (import "wasi_snapshot_preview1" "no_such_function" (func))
+                 (memory (export "memory") 1)
+                 (func (export "forge_alloc") (param i32) (result i32) (i32.const 0))
+                 (func (export "process") (param i32 i32) (result i64) (i64.const 0)))"#
+                .to_vec(),
+            "cannot be linked",
+        ),
     ];
     for (manifest, wasm, expected) in cases {
         let name = manifest.name.clone();

@@ -254,6 +254,7 @@ impl OverlayService {
         require(actor, Operation::Lifecycle(action))?;
         let reason = reason(action.as_str(), reason_given, action.requires_reason())?;
         let current = self.get(actor, id).await?;
+        require_trust(actor, current.trust_level, &format!("{action} an overlay of"))?;
         let Some(to) = current.state.apply(action) else {
             return Err(ForgeError::validation(format!(
                 "cannot {action} overlay {}@{}: it is {}",
@@ -278,7 +279,8 @@ impl OverlayService {
         Ok(updated)
     }
 
-    /// Sets an overlay's trust level; an admin cannot grant more trust than it holds.
+    /// Sets an overlay's trust level; an admin cannot grant more trust than it holds, nor change an
+    /// overlay trusted more than itself (nor, below, move one through its lifecycle or delete it).
     pub async fn set_trust_level(
         &self,
         actor: &Principal,
@@ -290,6 +292,7 @@ impl OverlayService {
         require_trust(actor, trust_level, "grant")?;
         let reason = reason("set the trust level of", reason_given, false)?;
         let current = self.get(actor, id).await?;
+        require_trust(actor, current.trust_level, "change the trust of an overlay of")?;
         let mut record = event(id, actor, AuditAction::SetTrustLevel, None, None);
         record.reason = reason;
         record.details = details(json!({"from": current.trust_level, "to": trust_level}));
@@ -313,6 +316,7 @@ impl OverlayService {
         require(actor, Operation::Delete)?;
         let reason = reason("delete", reason_given, false)?;
         let current = self.get(actor, id).await?;
+        require_trust(actor, current.trust_level, "delete an overlay of")?;
         let mut record = event(id, actor, AuditAction::Delete, Some(current.state), None);
         record.reason = reason;
         if !self.inner.repo.delete_overlay(id, record).await? {

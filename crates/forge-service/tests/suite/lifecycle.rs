@@ -242,6 +242,16 @@ pub async fn trust_level_is_admin_only_and_bounded(env: &Env) {
     let modest_admin = principal("modest", forge_model::Role::Admin, TrustLevel::Standard);
     let err = svc.set_trust_level(&modest_admin, overlay.id, TrustLevel::Core, None).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::AuthorizationError);
+    // Nor may it demote, retire or delete an overlay trusted more than itself.
+    let err = svc.set_trust_level(&modest_admin, overlay.id, TrustLevel::Sandbox, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthorizationError, "{}", err.message);
+    for action in [LifecycleAction::Quarantine, LifecycleAction::Deprecate] {
+        let err = svc.transition(&modest_admin, overlay.id, action, Some("no".into())).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::AuthorizationError, "{action}");
+    }
+    let err = svc.delete(&modest_admin, overlay.id, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthorizationError);
+    assert_eq!(svc.get(&admin(), overlay.id).await.unwrap().trust_level, TrustLevel::Trusted, "untouched");
     let events = svc.events(&admin(), overlay.id, PageRequest::default()).await.unwrap();
     let last = events.items.last().unwrap();
     assert_eq!(last.action, forge_model::AuditAction::SetTrustLevel);

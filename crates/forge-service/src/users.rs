@@ -67,8 +67,13 @@ impl OverlayService {
         require(actor, Operation::CreateUser)?;
         new_user.validate()?;
         require_trust(actor, new_user.trust_level, "create a user of")?;
-        let mut roles = new_user.roles;
-        roles.dedup();
+        // Each role once, wherever its repeats stand, in the order first given.
+        let mut roles: Vec<Role> = Vec::with_capacity(new_user.roles.len());
+        for role in new_user.roles {
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
         let user = User {
             id: Uuid::now_v7(),
             name: new_user.name,

@@ -60,6 +60,13 @@ pub async fn users_get_tokens_that_authenticate_until_revoked(env: &Env) {
     let too_trusted = NewUser { name: "eve".into(), roles: vec![Role::User], trust_level: TrustLevel::Core };
     let modest = principal("modest", Role::Admin, TrustLevel::Standard);
     assert_eq!(svc.create_user(&modest, too_trusted).await.unwrap_err().code, ErrorCode::AuthorizationError);
+    let repeated = NewUser {
+        name: "rita".into(),
+        roles: vec![Role::User, Role::Operator, Role::User],
+        trust_level: TrustLevel::Standard,
+    };
+    let (rita, _) = svc.create_user(&admin(), repeated).await.unwrap();
+    assert_eq!(rita.roles, [Role::User, Role::Operator], "each role once, wherever it was repeated");
 
     assert_eq!(svc.revoke_token(&user(), &token).await.unwrap_err().code, ErrorCode::NotFound, "not theirs");
     svc.revoke_token(&dana, &token).await.unwrap();

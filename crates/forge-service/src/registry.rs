@@ -7,7 +7,7 @@ use chrono::Utc;
 use forge_model::{
     AuditAction, AuditEvent, CapabilityName, ForgeError, LifecycleAction, NewAuditEvent, Overlay,
     OverlayFilter, OverlayHealth, OverlayManifest, OverlayState, Page, PageRequest, Principal,
-    QuarantinePolicy, TrustLevel,
+    QuarantinePolicy, Role, TrustLevel,
 };
 use forge_storage::StorageError;
 use serde_json::{Map, Value, json};
@@ -112,6 +112,14 @@ impl OverlayService {
         let (name, version) = (&manifest.name, &manifest.version);
         if self.inner.repo.get_overlay_by_name_version(name, version).await?.is_some() {
             return Err(ForgeError::conflict(format!("overlay {name}@{version} is already registered")));
+        }
+        // A name belongs to whoever first registered it (and to admins), so that nobody can take over
+        // invoke-by-name with a newer version of someone else's overlay.
+        let submitters = self.inner.repo.name_submitters(name).await?;
+        if !submitters.is_empty() && !submitters.contains(&actor.name) && !actor.has_role(Role::Admin) {
+            return Err(ForgeError::authorization(format!(
+                "the overlay name `{name}` belongs to another user; choose another name"
+            )));
         }
         let runtime = self.inner.runtime.clone();
         let checked_manifest = manifest.clone();

@@ -36,6 +36,9 @@ pub trait Repository: Send + Sync + 'static {
     /// semver, which SQL cannot order.
     async fn active_overlays_named(&self, name: &str) -> Result<Vec<Overlay>>;
 
+    /// Who registered the overlays with this name (any version, any state), each once.
+    async fn name_submitters(&self, name: &str) -> Result<Vec<String>>;
+
     /// Moves an overlay from `expected_from` to `to` only if it is still in `expected_from`
     /// (compare-and-set), so two concurrent transitions cannot both succeed. `None` if the overlay is
     /// gone or in another state; then nothing is written. `reset_health` zeroes every health field

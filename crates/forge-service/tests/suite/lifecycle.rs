@@ -48,6 +48,19 @@ pub async fn duplicate_name_version_is_a_conflict(env: &Env) {
     assert_eq!(all.total, 1);
 }
 
+pub async fn a_name_belongs_to_its_first_registrant_and_admins(env: &Env) {
+    let echo = |version: &str| manifest_named("echo", version, "");
+    env.register_as(&user(), echo("1.0.0"), fixture("echo.wasm")).await.unwrap();
+    let mallory = principal("mallory", forge_model::Role::User, TrustLevel::Standard);
+    let err = env.register_as(&mallory, echo("9.9.9"), fixture("echo.wasm")).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::AuthorizationError, "{}", err.message);
+    env.register_as(&user(), echo("1.0.1"), fixture("echo.wasm")).await.expect("the owner's next version");
+    env.register_as(&admin(), echo("2.0.0"), fixture("echo.wasm")).await.expect("admins may too");
+    env.register_as(&mallory, manifest_named("mallorys-own", "1.0.0", ""), fixture("echo.wasm"))
+        .await
+        .expect("a free name");
+}
+
 pub async fn bad_registrations_leave_nothing_behind(env: &Env) {
     let cases: Vec<(forge_model::OverlayManifest, Vec<u8>, &str)> = vec![
         (manifest_named("junk", "1.0.0", ""), b"\0asm garbage".to_vec(), "does not compile"),

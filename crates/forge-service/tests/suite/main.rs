@@ -44,6 +44,7 @@ suite! {
         registration_starts_pending_at_sandbox_trust,
         privileged_capabilities_need_approval,
         duplicate_name_version_is_a_conflict,
+        a_name_belongs_to_its_first_registrant_and_admins,
         bad_registrations_leave_nothing_behind,
         reads_filters_and_pages,
         every_transition_follows_the_table,

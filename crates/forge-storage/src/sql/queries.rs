@@ -64,6 +64,7 @@ pub(super) const ACTIVE_NAMED: &str = concat!(
     overlay_columns!(),
     " FROM overlays WHERE name = $1 AND state = $2 ORDER BY created_at, id"
 );
+pub(super) const NAME_SUBMITTERS: &str = "SELECT DISTINCT submitted_by FROM overlays WHERE name = $1";
 pub(super) const TRANSITION: &str = concat!(
     "UPDATE overlays SET state = $3, updated_at = $4 WHERE id = $1 AND state = $2 RETURNING ",
     overlay_columns!()

@@ -183,6 +183,11 @@ impl Repository for SqlRepository {
         overlays_from(self.pools.read().await?.fetch_all(ACTIVE_NAMED, &args).await?)
     }
 
+    async fn name_submitters(&self, name: &str) -> Result<Vec<String>> {
+        let rows = self.pools.read().await?.fetch_all(NAME_SUBMITTERS, &[name.into()]).await?;
+        rows.iter().map(|row| row.text("submitted_by")).collect()
+    }
+
     async fn transition(
         &self,
         id: Uuid,

@@ -14,13 +14,20 @@ const BUILD_FAILED: u8 = 1;
 /// Exit status when there is nothing to build: no manifest, or no `[build]` table.
 const NOTHING_TO_BUILD: u8 = 2;
 
-/// A project's files: (path in the project, text with `{{placeholders}}`), compiled in from
-/// `templates/<language>/`.
-type Template = &'static [(&'static str, &'static str)];
+/// A project's files: (path in the project, text), compiled in.
+type Files = &'static [(&'static str, &'static str)];
 
+/// Files from `templates/<language>/`, whose text has `{{placeholders}}`.
 macro_rules! template {
     ($language:literal: $($file:literal),+ $(,)?) => {
         &[$(($file, include_str!(concat!("../templates/", $language, "/", $file)))),+]
+    };
+}
+
+/// Files of this checkout written into a project as they are, so it builds without the checkout.
+macro_rules! vendored {
+    ($($from:literal => $to:literal),+ $(,)?) => {
+        &[$(($to, include_str!(concat!("../../../", $from)))),+]
     };
 }
 
@@ -29,21 +36,63 @@ macro_rules! template {
 pub enum Language {
     /// A cdylib crate on forge-sdk, built for wasm32-unknown-unknown.
     Rust,
+    /// A WASI reactor built with clang-14, with the C SDK and cJSON copied into the project.
+    C,
+    /// An npm package on the AssemblyScript SDK, built with asc.
+    Assemblyscript,
 }
 
 impl Language {
-    fn template(self) -> Template {
+    fn template(self) -> Files {
         match self {
             Language::Rust => {
                 template!("rust": "overlay.toml", "Cargo.toml", "src/lib.rs", "README.md", ".gitignore")
             }
+            Language::C => template!("c": "overlay.toml", "overlay.c", "README.md", ".gitignore"),
+            Language::Assemblyscript => template!(
+                "assemblyscript": "overlay.toml", "package.json", ".npmrc", "overlay.ts", "README.md",
+                ".gitignore"
+            ),
         }
+    }
+
+    /// The SDK files a project carries itself (C has no package manager to fetch them).
+    fn vendored(self) -> Files {
+        match self {
+            Language::Rust | Language::Assemblyscript => &[],
+            Language::C => vendored!(
+                "sdks/c/forge.h" => "forge-sdk/forge.h",
+                "sdks/c/forge.c" => "forge-sdk/forge.c",
+                "sdks/c/vendor/cjson/cJSON.h" => "forge-sdk/vendor/cjson/cJSON.h",
+                "sdks/c/vendor/cjson/cJSON.c" => "forge-sdk/vendor/cjson/cJSON.c",
+                "sdks/c/vendor/cjson/LICENSE" => "forge-sdk/vendor/cjson/LICENSE",
+            ),
+        }
+    }
+
+    /// Where a Forge checkout keeps the SDK a project depends on by path (the SDKs are not
+    /// published); `None` when the project carries its SDK.
+    fn sdk_in_checkout(self) -> Option<&'static str> {
+        match self {
+            Language::Rust => Some("crates/forge-sdk"),
+            Language::C => None,
+            Language::Assemblyscript => Some("sdks/assemblyscript"),
+        }
+    }
+
+    /// How the project's package file names the SDK at `path`: a quoted string, which JSON and
+    /// TOML read alike, so quotes and backslashes in the path stay escaped.
+    fn sdk_dependency(self, path: &str) -> String {
+        let dependency = match self {
+            Language::Assemblyscript => format!("file:{path}"),
+            Language::Rust | Language::C => path.to_owned(),
+        };
+        serde_json::to_string(&dependency).expect("a string serializes")
     }
 }
 
-/// Where this binary was built from: the Rust SDK beside it is what generated projects depend on,
-/// since it is not published.
-const BUILT_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../forge-sdk");
+/// The checkout this binary was built from, whose SDKs generated projects depend on.
+const BUILT_CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 #[derive(Args)]
 pub struct NewArgs {
@@ -52,8 +101,9 @@ pub struct NewArgs {
     /// The language of the project.
     #[arg(long, value_enum, default_value_t = Language::Rust)]
     lang: Language,
-    /// The Rust SDK (`crates/forge-sdk` of a Forge checkout) to depend on; default: the one this
-    /// binary was built with.
+    /// The SDK to depend on (Rust: `crates/forge-sdk`, AssemblyScript: `sdks/assemblyscript` of a
+    /// Forge checkout); default: the one of the checkout this binary was built from. C projects
+    /// carry their SDK.
     #[arg(long)]
     sdk_path: Option<PathBuf>,
 }
@@ -83,32 +133,51 @@ fn write_project(args: &NewArgs) -> Result<(), ForgeError> {
     // The manifest's own rules decide which names are valid.
     OverlayManifest::with_defaults(&args.name, forge_model::manifest::limits::ENTRY_POINT_DEFAULT)?;
     let crate_name = args.name.replace('-', "_");
-    if crate_name.starts_with(|c: char| c.is_ascii_digit()) {
+    if matches!(args.lang, Language::Rust) && crate_name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(ForgeError::validation("a Rust package name cannot start with a digit"));
     }
-    let sdk = args.sdk_path.clone().unwrap_or_else(|| PathBuf::from(BUILT_SDK_PATH));
-    let sdk = std::fs::canonicalize(&sdk).map_err(|e| {
-        ForgeError::validation(format!(
-            "the Rust SDK is not at {} ({e}): pass --sdk-path with crates/forge-sdk of a Forge checkout",
-            sdk.display()
-        ))
-    })?;
-    // A JSON string is a TOML basic string: quotes and backslashes in the path stay escaped.
-    let sdk = serde_json::to_string(&sdk.to_string_lossy()).expect("a string serializes");
+    let sdk = sdk_dependency(args)?;
     let placeholders =
         [("{{name}}", args.name.as_str()), ("{{crate}}", crate_name.as_str()), ("{{sdk}}", sdk.as_str())];
 
     let root = Path::new(&args.name);
     std::fs::create_dir(root).map_err(|e| io_error(root, e))?;
-    for (file, text) in args.lang.template() {
+    let filled = args.lang.template().iter().map(|(file, text)| {
+        (*file, placeholders.iter().fold(text.to_string(), |text, (key, value)| text.replace(key, value)))
+    });
+    let vendored = args.lang.vendored().iter().map(|(file, text)| (*file, text.to_string()));
+    for (file, text) in filled.chain(vendored) {
         let path = root.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
         }
-        let text = placeholders.iter().fold(text.to_string(), |text, (key, value)| text.replace(key, value));
         std::fs::write(&path, text).map_err(|e| io_error(&path, e))?;
     }
     Ok(())
+}
+
+/// The `{{sdk}}` placeholder: the SDK the project depends on, as its package file names it
+/// (empty for a language whose projects carry their SDK).
+fn sdk_dependency(args: &NewArgs) -> Result<String, ForgeError> {
+    let language = args.lang.to_possible_value().expect("every language is a value");
+    let language = language.get_name();
+    let Some(in_checkout) = args.lang.sdk_in_checkout() else {
+        return match args.sdk_path {
+            Some(_) => Err(ForgeError::validation(format!(
+                "a {language} project carries its SDK: --sdk-path is for rust and assemblyscript"
+            ))),
+            None => Ok(String::new()),
+        };
+    };
+    let sdk = args.sdk_path.clone().unwrap_or_else(|| Path::new(BUILT_CHECKOUT).join(in_checkout));
+    let sdk = std::fs::canonicalize(&sdk).map_err(|e| {
+        ForgeError::validation(format!(
+            "the {language} SDK is not at {} ({e}): pass --sdk-path with {in_checkout} of a Forge \
+             checkout",
+            sdk.display()
+        ))
+    })?;
+    Ok(args.lang.sdk_dependency(&sdk.to_string_lossy()))
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> ForgeError {

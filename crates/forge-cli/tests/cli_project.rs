@@ -37,24 +37,20 @@ fn shared_target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("new-projects")
 }
 
-#[test]
-fn a_new_rust_project_builds_validates_and_runs() {
+/// `new --lang LANG` -> `build` -> `validate` -> `run`: the project writes `files`, builds with
+/// `build_env` and greets whoever it is given, logging as it does.
+fn new_project_loop(lang: &str, files: &[&str], build_env: &[(&str, &std::ffi::OsStr)]) {
     let dir = tempfile::tempdir().unwrap();
-    let created = forge_in(dir.path(), &["new", "hello-overlay", "--lang", "rust"]);
+    let created = forge_in(dir.path(), &["new", "hello-overlay", "--lang", lang]);
     assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
     let project = dir.path().join("hello-overlay");
-    for file in ["overlay.toml", "Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
+    for file in files.iter().chain(&["overlay.toml", "README.md", ".gitignore"]) {
         assert!(project.join(file).is_file(), "{file} was not written");
     }
     let manifest = std::fs::read_to_string(project.join("overlay.toml")).unwrap();
     assert!(manifest.contains(r#"name = "hello-overlay""#) && !manifest.contains("{{"), "{manifest}");
 
-    // Offline: the generated project resolves its dependencies from what this checkout already has.
-    let built = forge_command(&project, &["build"])
-        .env("CARGO_TARGET_DIR", shared_target_dir())
-        .env("CARGO_NET_OFFLINE", "true")
-        .output()
-        .unwrap();
+    let built = forge_command(&project, &["build"]).envs(build_env.iter().copied()).output().unwrap();
     assert_eq!(built.status.code(), Some(0), "{}", stderr(&built));
     assert!(project.join("hello-overlay.wasm").is_file());
 
@@ -66,6 +62,32 @@ fn a_new_rust_project_builds_validates_and_runs() {
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
     assert_eq!(stdout_json(&ran)["result"]["greeting"], "Hello, Ada!");
     assert!(stderr(&ran).contains("[info] greeting"), "the overlay's log: {}", stderr(&ran));
+    let unnamed = forge_in(&project, &["run"]);
+    assert_eq!(unnamed.status.code(), Some(0), "{}", stderr(&unnamed));
+    assert_eq!(stdout_json(&unnamed)["result"]["greeting"], "Hello, world!");
+}
+
+#[test]
+fn a_new_rust_project_builds_validates_and_runs() {
+    // Offline: the generated project resolves its dependencies from what this checkout already has.
+    let target = shared_target_dir();
+    let env = [("CARGO_TARGET_DIR", target.as_os_str()), ("CARGO_NET_OFFLINE", "true".as_ref())];
+    new_project_loop("rust", &["Cargo.toml", "src/lib.rs"], &env);
+}
+
+/// Needs clang-14 with wasi-libc (README, "Write one in C").
+#[test]
+fn a_new_c_project_builds_validates_and_runs() {
+    let sdk = ["forge.h", "forge.c", "vendor/cjson/cJSON.h", "vendor/cjson/cJSON.c", "vendor/cjson/LICENSE"];
+    let sdk = sdk.map(|file| format!("forge-sdk/{file}"));
+    let files: Vec<&str> = sdk.iter().map(String::as_str).chain(["overlay.c"]).collect();
+    new_project_loop("c", &files, &[]);
+}
+
+/// Needs Node.js and npm, with the npm registry reachable (the build runs `npm install`).
+#[test]
+fn a_new_assemblyscript_project_builds_validates_and_runs() {
+    new_project_loop("assemblyscript", &["package.json", ".npmrc", "overlay.ts"], &[]);
 }
 
 #[test]
@@ -84,6 +106,10 @@ fn new_refuses_bad_names_and_existing_directories() {
     let no_sdk = forge_in(dir.path(), &["new", "y", "--sdk-path", "/nonexistent/forge-sdk"]);
     assert_eq!(no_sdk.status.code(), Some(2));
     assert!(stderr(&no_sdk).contains("--sdk-path"), "{}", stderr(&no_sdk));
+    let c_sdk = forge_in(dir.path(), &["new", "z", "--lang", "c", "--sdk-path", "."]);
+    assert_eq!(c_sdk.status.code(), Some(2));
+    assert!(stderr(&c_sdk).contains("carries its SDK"), "{}", stderr(&c_sdk));
+    assert!(!dir.path().join("z").exists(), "nothing was written");
 }
 
 /// A project whose build command copies the echo fixture: the loop without a compiler.

@@ -71,8 +71,8 @@ impl SharedLog {
             state.push(level, &line);
             rest = &rest[newline + 1..];
         }
-        // Keep at most the remaining budget of an unterminated line; count the rest as dropped.
-        let room = state.budget.saturating_sub(state.partial[slot].len());
+        // Keep at most what the remaining budget can hold as one line; count the rest as dropped.
+        let room = state.budget.saturating_sub(LOG_LINE_OVERHEAD_BYTES + state.partial[slot].len());
         let kept = rest.len().min(room);
         state.partial[slot].extend_from_slice(&rest[..kept]);
         state.log.dropped_bytes += (rest.len() - kept) as u64;
@@ -184,19 +184,20 @@ mod tests {
 
     #[test]
     fn lines_over_budget_are_dropped_and_counted() {
-        let log = SharedLog::new(10);
+        // Room for "hello" and "world" with their overhead, not for the line between them.
+        let log = SharedLog::new(2 * LOG_LINE_OVERHEAD_BYTES + 10);
         log.push(LogLevel::Info, b"hello");
         log.push(LogLevel::Error, b"too long line");
         log.push(LogLevel::Info, b"world");
         log.push(LogLevel::Info, b"!");
         let log = log.finish();
         assert_eq!(log.lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["hello", "world"]);
-        assert_eq!(log.dropped_bytes, 14);
+        assert_eq!((log.dropped_bytes, log.dropped_lines), (14, 2));
     }
 
     #[test]
     fn stream_output_is_split_into_lines() {
-        let log = SharedLog::new(100);
+        let log = SharedLog::new(4 * LOG_LINE_OVERHEAD_BYTES + 10);
         log.write_stream(LogLevel::Info, b"a\nb");
         log.write_stream(LogLevel::Error, b"err\n");
         log.write_stream(LogLevel::Info, b"c\nd");
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn endless_unterminated_stream_stays_bounded() {
-        let log = SharedLog::new(16);
+        let log = SharedLog::new(LOG_LINE_OVERHEAD_BYTES + 16);
         for _ in 0..1000 {
             log.write_stream(LogLevel::Info, b"xxxxxxxx");
         }

@@ -108,15 +108,13 @@ pub(super) const GET_CAPSULE: &str = concat!("SELECT ", capsule_columns!(), " FR
 /// Capsule search on SQLite: `$1` is an FTS5 query of quoted terms. BM25 is lower-is-better, so
 /// the score is its negation.
 pub(super) const SEARCH_CAPSULES_SQLITE: &str = "SELECT c.id, substr(c.content, 1, CAST($4 AS INTEGER)) AS content, \
-     c.capsule_type, c.trust_level, c.version, c.metadata, c.owner, c.created_by_overlay, c.created_at, \
-     -bm25(capsules_fts) AS score \
+     c.capsule_type, c.trust_level, -bm25(capsules_fts) AS score \
      FROM capsules_fts JOIN capsules c ON c.seq = capsules_fts.rowid \
      WHERE capsules_fts MATCH $1 AND c.trust_level <= $2 \
      ORDER BY score DESC, c.created_at DESC LIMIT $3";
 /// Capsule search on PostgreSQL: `plainto_tsquery` reads any text as plain words joined by AND.
 pub(super) const SEARCH_CAPSULES_POSTGRES: &str = "SELECT c.id, substr(c.content, 1, CAST($4 AS INTEGER)) AS content, \
-     c.capsule_type, c.trust_level, c.version, c.metadata, c.owner, c.created_by_overlay, c.created_at, \
-     CAST(ts_rank(c.search, q) AS DOUBLE PRECISION) AS score \
+     c.capsule_type, c.trust_level, CAST(ts_rank(c.search, q) AS DOUBLE PRECISION) AS score \
      FROM capsules c, plainto_tsquery('english', $1) q \
      WHERE c.search @@ q AND c.trust_level <= $2 \
      ORDER BY score DESC, c.created_at DESC LIMIT $3";

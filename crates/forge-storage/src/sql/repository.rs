@@ -4,7 +4,7 @@
 use super::backend::{Arg, Execute, Pools, Tx, count};
 use super::queries::*;
 use super::rows::{
-    capsule_from, event_from, health_from, overlay_from, overlays_from, trust_from, user_from,
+    capsule_from, event_from, health_from, overlay_from, overlays_from, preview_from, trust_from, user_from,
 };
 use super::search::{fts5_query, like_substring, search_terms};
 use crate::error::StorageError;
@@ -12,8 +12,8 @@ use crate::repository::{HealthDelta, HealthOutcome, QuarantineEvent, Repository,
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_model::{
-    AuditEvent, Capsule, CapsuleHit, CapsulePreview, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay,
-    OverlayFilter, OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
+    AuditEvent, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay, OverlayFilter,
+    OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -367,11 +367,10 @@ impl Repository for SqlRepository {
         let preview_chars = count(CapsuleHit::CONTENT_PREVIEW_CHARS as u64);
         let args = [text.as_str().into(), max_trust.into(), i64::from(limit).into(), preview_chars.into()];
         let rows = self.pools.read().await?.fetch_all(sql, &args).await?;
+        // Only what a hit shows is selected and read: metadata and the rest of the content stay in
+        // the database.
         rows.iter()
-            .map(|row| {
-                let capsule = capsule_from(row)?;
-                Ok(CapsuleHit { capsule: CapsulePreview::of(&capsule), score: row.real("score")? })
-            })
+            .map(|row| Ok(CapsuleHit { capsule: preview_from(row)?, score: row.real("score")? }))
             .collect()
     }
 

@@ -4,7 +4,8 @@ use super::backend::Row;
 use crate::error::StorageError;
 use crate::repository::Result;
 use forge_model::{
-    AuditEvent, Capsule, Overlay, OverlayHealth, OverlayManifest, OverlayState, TrustLevel, User,
+    AuditEvent, Capsule, CapsulePreview, Overlay, OverlayHealth, OverlayManifest, OverlayState, TrustLevel,
+    User,
 };
 use serde_json::{Map, Value};
 
@@ -86,6 +87,16 @@ pub(super) fn user_from(row: &Row) -> Result<User> {
         roles,
         trust_level: trust_from(row)?,
         created_at: row.time("created_at")?,
+    })
+}
+
+/// A search hit's capsule, from the columns the search selects: content already cut, no metadata.
+pub(super) fn preview_from(row: &Row) -> Result<CapsulePreview> {
+    Ok(CapsulePreview {
+        id: row.uuid("id")?,
+        content: row.text("content")?,
+        capsule_type: row.parsed("capsule_type")?,
+        trust_level: trust_from(row)?,
     })
 }
 

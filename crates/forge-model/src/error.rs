@@ -135,6 +135,15 @@ impl ForgeError {
     }
 }
 
+/// `text` cut to `max_chars` characters (with `...` when cut), for quoting input in an error
+/// message: a refusal must not grow with what it refuses.
+pub fn abbreviated(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

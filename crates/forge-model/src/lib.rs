@@ -20,7 +20,7 @@ pub mod user;
 pub use audit::{AuditAction, AuditEvent, NewAuditEvent};
 pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
-pub use error::{ErrorCode, FieldError, ForgeError};
+pub use error::{ErrorCode, FieldError, ForgeError, abbreviated};
 pub use invocation::{ErrorKind, OverlayInvocation, OverlayResult};
 pub use manifest::{BuildSpec, OverlayManifest};
 pub use overlay::{

@@ -1,7 +1,7 @@
 //! The overlay manifest (`overlay.toml`, or JSON) and its validation rules.
 
 use crate::capability::{Capability, CapabilityName};
-use crate::error::{FieldError, ForgeError};
+use crate::error::{FieldError, ForgeError, abbreviated};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -151,7 +151,7 @@ impl OverlayManifest {
         let entry_points = take("entry_points");
         let build = take("build");
         for unknown in fields.keys() {
-            errors.push(FieldError::new(abbreviated(unknown), "is not a manifest field"));
+            errors.push(FieldError::new(abbreviated(unknown, QUOTED_MAX_CHARS), "is not a manifest field"));
         }
 
         let manifest = OverlayManifest {
@@ -339,7 +339,7 @@ fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
                 let name = entry.remove("name");
                 let constraints = entry.remove("constraints");
                 for unknown in entry.keys() {
-                    let unknown = abbreviated(unknown);
+                    let unknown = abbreviated(unknown, QUOTED_MAX_CHARS);
                     errors.push(FieldError::new(format!("{field}.{unknown}"), "is not a capability field"));
                 }
                 let constraints = match constraints {
@@ -396,7 +396,7 @@ fn check_constraints(
         _ => &[],
     };
     for key in constraints.keys().filter(|key| !accepted.contains(&key.as_str())) {
-        let key = abbreviated(key);
+        let key = abbreviated(key, QUOTED_MAX_CHARS);
         let message = match accepted {
             [] => format!("`{name}` takes no constraints"),
             keys => format!("is not a `{name}` constraint (known: {})", keys.join(", ")),
@@ -426,7 +426,7 @@ fn check_http_hosts(hosts: &Value, field: &str, errors: &mut Vec<FieldError>) {
                     "must be a host name (`api.example.com`) or a subdomain wildcard (`*.example.com`), \
                      at most {} characters, got {}",
                     limits::HTTP_HOST_MAX_CHARS,
-                    abbreviated(&host.to_string())
+                    abbreviated(&host.to_string(), QUOTED_MAX_CHARS)
                 ),
             )),
         }
@@ -458,7 +458,7 @@ fn check_build(value: Option<Value>, errors: &mut Vec<FieldError>) -> Option<Bui
     let wasm = table.remove("wasm");
     for unknown in table.keys() {
         errors.push(FieldError::new(
-            format!("build.{}", abbreviated(unknown)),
+            format!("build.{}", abbreviated(unknown, QUOTED_MAX_CHARS)),
             "is not a build field (known: command, wasm)",
         ));
     }
@@ -502,14 +502,8 @@ fn is_relative_inside(path: &str) -> bool {
         .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
 }
 
-/// Input quoted in an error message, cut short so the message stays small.
-fn abbreviated(text: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
+/// Longest piece of input a manifest refusal quotes.
+const QUOTED_MAX_CHARS: usize = 80;
 
 /// Whether `name` can be an entry point: an identifier-like export name not reserved by the ABI.
 pub fn is_valid_entry_point(name: &str) -> bool {
@@ -557,7 +551,7 @@ fn check_entry_points(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
                 format!(
                     "{} is not a valid entry point: use [A-Za-z_][A-Za-z0-9_]* (at most {} characters), \
                      not one of {}",
-                    abbreviated(&format!("`{name}`")),
+                    abbreviated(&format!("`{name}`"), QUOTED_MAX_CHARS),
                     limits::ENTRY_POINT_MAX_CHARS,
                     RESERVED_EXPORTS.join(", ")
                 ),

@@ -219,14 +219,8 @@ pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8
         // The parser quotes the offending source line, which in a file that is neither binary nor
         // text can be the whole upload: keep each line short.
         const MAX_LINE_CHARS: usize = 120;
-        let quoted: Vec<String> = e
-            .to_string()
-            .lines()
-            .map(|line| match line.char_indices().nth(MAX_LINE_CHARS) {
-                Some((cut, _)) => format!("{}...", &line[..cut]),
-                None => line.to_owned(),
-            })
-            .collect();
+        let quoted: Vec<String> =
+            e.to_string().lines().map(|line| forge_model::abbreviated(line, MAX_LINE_CHARS)).collect();
         ForgeError::validation(format!("not WebAssembly binary or text: {}", quoted.join("\n")))
     })
 }

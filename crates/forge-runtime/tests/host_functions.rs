@@ -19,25 +19,12 @@ fn proxy(name: &str) -> Vec<u8> {
     )
 }
 
-fn capsule_store() -> Arc<InMemoryCapsules> {
-    let store = Arc::new(InMemoryCapsules::default());
-    let rt = io();
-    for (content, trust) in [
+fn sample_capsules() -> Arc<InMemoryCapsules> {
+    common::capsule_store(&[
         ("rust overlays compile to wasm", TrustLevel::Sandbox),
         ("wasm sandboxes keep overlays apart", TrustLevel::Standard),
         ("core secrets about wasm", TrustLevel::Core),
-    ] {
-        let capsule = NewCapsule {
-            content: content.into(),
-            capsule_type: CapsuleType::Knowledge,
-            trust_level: trust,
-            metadata: Default::default(),
-            owner: Some("alice".into()),
-            created_by_overlay: None,
-        };
-        rt.block_on(store.create(capsule)).unwrap();
-    }
-    store
+    ])
 }
 
 fn call_as(
@@ -63,7 +50,7 @@ const READ: &str = r#"capabilities = ["capsule:read"]"#;
 
 #[test]
 fn capsule_read_hides_what_the_overlay_may_not_see() {
-    let store = capsule_store();
+    let store = sample_capsules();
     let all = store.all();
     let (sandbox, core) = (&all[0], &all[2]);
     let answer = |id: &uuid::Uuid, trust| {
@@ -88,7 +75,7 @@ fn capsule_read_hides_what_the_overlay_may_not_see() {
 
 #[test]
 fn capsule_search_filters_by_trust_and_ranks() {
-    let store = capsule_store();
+    let store = sample_capsules();
     let outcome = call_as(
         services(store),
         "capsule_search",
@@ -104,7 +91,7 @@ fn capsule_search_filters_by_trust_and_ranks() {
 
 #[test]
 fn capsule_create_takes_the_overlays_trust_and_records_provenance() {
-    let store = capsule_store();
+    let store = sample_capsules();
     let request = json!({"content": "an insight", "type": "insight", "metadata": {"sources": 2}, });
     let outcome = call_as(
         services(store.clone()),
@@ -125,7 +112,7 @@ fn capsule_create_takes_the_overlays_trust_and_records_provenance() {
 
 #[test]
 fn malformed_requests_are_answered_not_trapped() {
-    let store = capsule_store();
+    let store = sample_capsules();
     for request in [json!({"id": "not-a-uuid"}), json!({"idd": 1}), json!({})] {
         let outcome = call_as(services(store.clone()), "capsule_read", READ, TrustLevel::Core, request);
         assert_eq!(outcome.result.result.unwrap()["error"]["code"], "invalid_request");

@@ -5,10 +5,10 @@
 
 mod common;
 use common::*;
-use forge_model::{CapsuleType, ErrorKind, NewCapsule, TrustLevel};
+use forge_model::{CapsuleType, ErrorKind, TrustLevel};
 use forge_runtime::{
-    CallOutcome, CapsuleStore, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpRequest,
-    HttpResponse, InMemoryCapsules, LogLevel, PreparedOverlay, Runtime,
+    CallOutcome, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse,
+    InMemoryCapsules, LogLevel, PreparedOverlay, Runtime,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -69,21 +69,10 @@ impl Guest {
 /// Each SDK's guest on a runtime with a few capsules and the mirroring HTTP client.
 fn guests() -> impl Iterator<Item = Guest> {
     GUESTS.into_iter().map(|(language, file)| {
-        let store = Arc::new(InMemoryCapsules::default());
-        for (content, trust) in [
+        let store = capsule_store(&[
             ("wasm sandboxes keep overlays apart", TrustLevel::Sandbox),
             ("core secrets about wasm", TrustLevel::Core),
-        ] {
-            let capsule = NewCapsule {
-                content: content.into(),
-                capsule_type: CapsuleType::Knowledge,
-                trust_level: trust,
-                metadata: Default::default(),
-                owner: Some("alice".into()),
-                created_by_overlay: None,
-            };
-            io().block_on(store.create(capsule)).unwrap();
-        }
+        ]);
         let runtime = runtime_with(HostServices { capsules: store.clone(), http: Arc::new(Mirror) });
         let prepared = runtime.prepare(&manifest(MANIFEST), &fixture(file)).unwrap();
         Guest { language, runtime, prepared, store }

@@ -60,6 +60,14 @@ impl Entry {
         self.snapshot.read().overlay.clone()
     }
 
+    /// Marks the entry used at `ms`. Calls to a busy overlay share this word, so it is written at
+    /// most once per millisecond rather than by every call.
+    fn touch(&self, ms: u64) {
+        if self.last_used.load(Ordering::Relaxed) != ms {
+            self.last_used.store(ms, Ordering::Relaxed);
+        }
+    }
+
     fn replace(&self, overlay: Arc<Overlay>) {
         *self.snapshot.write() = Snapshot { overlay, read_at: Instant::now() };
     }
@@ -80,10 +88,11 @@ impl OverlayCache {
     pub(crate) fn fresh(&self, id: Uuid) -> Option<(Arc<Entry>, Arc<Overlay>)> {
         let entry = self.entries.read().get(&id).cloned()?;
         let snapshot = entry.snapshot();
-        if snapshot.read_at.elapsed() >= self.refresh {
+        let now = Instant::now();
+        if now.saturating_duration_since(snapshot.read_at) >= self.refresh {
             return None;
         }
-        entry.last_used.store(self.now_ms(), Ordering::Relaxed);
+        entry.touch(self.ms_at(now));
         Some((entry, snapshot.overlay))
     }
 
@@ -93,7 +102,7 @@ impl OverlayCache {
         let mut entries = self.entries.write();
         if let Some(entry) = entries.get(&overlay.id) {
             entry.replace(overlay);
-            entry.last_used.store(self.now_ms(), Ordering::Relaxed);
+            entry.touch(self.ms_at(Instant::now()));
             return entry.clone();
         }
         if entries.len() >= self.capacity {
@@ -106,7 +115,7 @@ impl OverlayCache {
             overlay_name: overlay.manifest.name.as_str().into(),
             prepared: tokio::sync::OnceCell::new(),
             in_flight: AtomicUsize::new(0),
-            last_used: AtomicU64::new(self.now_ms()),
+            last_used: AtomicU64::new(self.ms_at(Instant::now())),
             snapshot: RwLock::new(Snapshot { overlay: overlay.clone(), read_at: Instant::now() }),
         });
         entries.insert(overlay.id, entry.clone());
@@ -176,8 +185,9 @@ impl OverlayCache {
         names.insert(name.to_owned(), (id, Instant::now()));
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Milliseconds from the cache's start to `at`: the entries' `last_used` clock.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     #[cfg(test)]

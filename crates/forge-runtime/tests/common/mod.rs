@@ -1,8 +1,11 @@
 //! Shared helpers: WAT guests built around a bump allocator, and a runtime to run them.
 #![allow(dead_code)] // each test file uses a different part
 
-use forge_model::{OverlayInvocation, OverlayManifest, OverlayResult, TrustLevel};
-use forge_runtime::{CallOutcome, HostServices, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
+use forge_model::{CapsuleType, NewCapsule, OverlayInvocation, OverlayManifest, OverlayResult, TrustLevel};
+use forge_runtime::{
+    CallOutcome, CapsuleStore, HostServices, InMemoryCapsules, OverlayIdentity, PreparedOverlay, Runtime,
+    RuntimeConfig,
+};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, OnceLock};
 
@@ -101,4 +104,21 @@ pub fn run_once(wasm: &[u8], manifest_toml: &str) -> OverlayResult {
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../../fixtures/wasm/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run scripts/build-fixtures.sh)"))
+}
+
+/// An in-memory capsule store holding one knowledge capsule owned by `alice` per `(content, trust)`.
+pub fn capsule_store(capsules: &[(&str, TrustLevel)]) -> Arc<InMemoryCapsules> {
+    let store = Arc::new(InMemoryCapsules::default());
+    for &(content, trust_level) in capsules {
+        let capsule = NewCapsule {
+            content: content.into(),
+            capsule_type: CapsuleType::Knowledge,
+            trust_level,
+            metadata: Default::default(),
+            owner: Some("alice".into()),
+            created_by_overlay: None,
+        };
+        io().block_on(store.create(capsule)).unwrap();
+    }
+    store
 }

@@ -450,10 +450,14 @@ fn oversized_bodies_are_refused_with_413() {
         413,
         "payload_too_large",
     );
+    // Invocations and capsules have limits of their own, from what they carry, whatever
+    // `max_body_bytes` says: 300 KiB passes them, 3 MiB does not.
     let echo = admin.active_echo("echo", "0.1.0");
-    let args = call("process", json!({"text": big}));
+    admin.invoke(echo.id, &call("process", json!({"text": big}))).expect("a 300 KiB input is accepted");
+    let huge = "A".repeat(3 << 20);
+    let args = call("process", json!({"text": huge}));
     refused_call(&mut server, admin.invoke(echo.id, &args), 413, ErrorCode::PayloadTooLarge);
-    let capsule = NewCapsule::new(big.clone(), forge_model::CapsuleType::Knowledge);
+    let capsule = NewCapsule::new(huge.clone(), forge_model::CapsuleType::Knowledge);
     refused_call(&mut server, admin.create_capsule(&capsule), 413, ErrorCode::PayloadTooLarge);
     assert!(admin.invoke(echo.id, &call("process", json!({"small": true}))).unwrap().success);
 }

@@ -58,10 +58,45 @@ pub struct ServerConfig {
     #[arg(long, env = "FORGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Largest request body accepted, in bytes (50 MiB: room for any overlay binary the runtime
-    /// would accept); larger ones get 413 `payload_too_large`.
+    /// Largest registration body accepted, in bytes (50 MiB: room for any overlay binary the runtime
+    /// would accept, base64-encoded in JSON); larger ones get 413 `payload_too_large`.
+    ///
+    /// The other routes have limits of their own, derived from what they carry: an invocation the
+    /// runtime's input cap (1 MiB) plus 64 KiB, a capsule twice its content and metadata caps (JSON
+    /// escaping) plus 64 KiB, anything else 64 KiB.
     #[arg(long, env = "FORGE_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 50 << 20)]
     pub max_body_bytes: usize,
+
+    /// Request body bytes being received at once, over all requests (each request reserves its
+    /// declared length, or its route's limit when it declares none). A request that finds no room
+    /// waits up to 5 s, then gets 429 with `Retry-After`.
+    ///
+    /// Bounds the memory that bodies take while they are read and parsed (a parsed body can take a
+    /// few times its size), whatever the number of clients. Default: 256 MiB.
+    #[arg(long, env = "FORGE_MAX_BODY_BYTES_IN_FLIGHT", value_name = "BYTES", default_value_t = 256 << 20)]
+    pub max_body_bytes_in_flight: usize,
+
+    /// Open connections at once. Past it, new connections wait in the listen backlog until one
+    /// closes. Keep it below the process's open-file limit (`ulimit -n`). Default: 1000.
+    #[arg(long, env = "FORGE_MAX_CONNECTIONS", value_name = "N", default_value_t = 1000)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers, counted from the connection's opening or
+    /// from the end of the previous response: it is also how long an idle keep-alive connection
+    /// stays open. Slow or silent clients are disconnected. Default: 10.
+    #[arg(long, env = "FORGE_HEADER_READ_TIMEOUT_SECS", value_name = "SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Unknown tokens one client address may have looked up per minute; past it, its requests with
+    /// tokens not already verified get 429 until its minute is over, without a database lookup.
+    /// Clients behind one proxy address share it.
+    #[arg(
+        long,
+        env = "FORGE_FAILED_AUTH_PER_MINUTE",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().failed_auth_per_minute
+    )]
+    pub failed_auth_per_minute: u32,
 
     /// Invocations running at once in this process, over all overlays; past it, 429 with
     /// `Retry-After`. At most the runtime's instance pool (1000).
@@ -179,6 +214,13 @@ impl ServerConfig {
         let max_instances = forge_runtime::RuntimeConfig::default().max_instances as usize;
         let problems: Vec<String> = [
             (self.max_body_bytes == 0).then(|| "max_body_bytes must be at least 1".to_owned()),
+            (self.max_body_bytes_in_flight < self.max_body_bytes)
+                .then(|| "max_body_bytes_in_flight must be at least max_body_bytes".to_owned()),
+            (self.max_connections == 0).then(|| "max_connections must be at least 1".to_owned()),
+            (self.header_read_timeout_secs == 0)
+                .then(|| "header_read_timeout_secs must be at least 1".to_owned()),
+            (self.failed_auth_per_minute == 0)
+                .then(|| "failed_auth_per_minute must be at least 1".to_owned()),
             (!(1..=max_instances).contains(&self.max_in_flight))
                 .then(|| format!("max_in_flight must be between 1 and {max_instances}")),
             (self.max_in_flight_per_overlay == 0)
@@ -207,6 +249,7 @@ impl ServerConfig {
         ServiceConfig {
             max_in_flight: self.max_in_flight,
             max_in_flight_per_overlay: self.max_in_flight_per_overlay,
+            failed_auth_per_minute: self.failed_auth_per_minute,
             runtime: forge_runtime::RuntimeConfig { compiled_cache_dir, ..defaults.runtime.clone() },
             ..defaults
         }
@@ -226,6 +269,18 @@ impl ServerConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn http_limits(&self) -> crate::HttpLimits {
+        crate::HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_input_bytes: self.service_config().runtime.max_input_bytes,
+            max_body_bytes_in_flight: self.max_body_bytes_in_flight,
+        }
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::body::HttpBody;
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use base64::Engine;
@@ -14,6 +14,7 @@ use forge_model::{FieldError, ForgeError, OverlayManifest, Principal};
 use forge_service::Registration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// A JSON body (`Content-Type: application/json`).
@@ -50,7 +51,8 @@ where
     }
 }
 
-/// The authenticated caller, from `Authorization: Bearer <token>`; 401 without a valid token.
+/// The authenticated caller, from `Authorization: Bearer <token>`; 401 without a valid token, 429
+/// for a client address that failed too often (see `failed_auth_per_minute`).
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -68,7 +70,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ForgeError::authentication("the Authorization header must be `Bearer <token>`"))?;
-        Ok(Caller(state.service.authenticate(token).await?))
+        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let principal = match client {
+            Some(client) => state.service.authenticate_client(token, client).await?,
+            // In-process (tests): no address to hold failures against.
+            None => state.service.authenticate(token).await?,
+        };
+        Ok(Caller(principal))
     }
 }
 

@@ -16,6 +16,7 @@ mod config;
 mod error;
 mod extract;
 mod http_metrics;
+mod limits;
 mod server;
 mod wire;
 
@@ -25,6 +26,7 @@ pub use error::ApiError;
 pub use server::{ADMIN_USER, Server, init_logging, mint_token, open_service, shutdown_signal};
 
 use forge_service::OverlayService;
+use tokio_util::task::TaskTracker;
 
 /// What every handler shares.
 pub struct AppState {
@@ -32,4 +34,39 @@ pub struct AppState {
     http: http_metrics::HttpMetrics,
     /// The OpenAPI document, serialized once.
     openapi: bytes::Bytes,
+    /// Request body bytes being received, over all requests.
+    bodies: limits::BodyBudget,
+    /// Invocations running on tasks of their own: they finish (and are counted) even when their
+    /// client goes away, and shutdown waits for them.
+    calls: TaskTracker,
+}
+
+impl AppState {
+    fn new(service: OverlayService, limits: &HttpLimits) -> Self {
+        AppState {
+            service,
+            http: http_metrics::HttpMetrics::new(),
+            openapi: api::document(limits),
+            bodies: limits::BodyBudget::new(limits.max_body_bytes_in_flight),
+            calls: TaskTracker::new(),
+        }
+    }
+}
+
+/// The request body limits of an [`app`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// The largest registration body (`max_body_bytes`).
+    pub max_body_bytes: usize,
+    /// The runtime's input cap, which sizes the invocation routes' limit.
+    pub max_input_bytes: usize,
+    /// Body bytes received at once over all requests (`max_body_bytes_in_flight`).
+    pub max_body_bytes_in_flight: usize,
+}
+
+/// The limits of the default configuration.
+impl Default for HttpLimits {
+    fn default() -> Self {
+        ServerConfig::default().http_limits()
+    }
 }

@@ -1,22 +1,27 @@
 //! Starting, serving and stopping: storage opened from the configuration, the admin token
 //! installed, the listener bound, and a graceful stop that flushes the service's metrics.
 
-use crate::api;
 use crate::config::{LogFormat, ServerConfig};
+use crate::{AppState, api};
 use anyhow::Context;
 use axum::Router;
-use axum::serve::ListenerExt;
+use axum::extract::{ConnectInfo, Request};
 use forge_model::{Role, TrustLevel};
 use forge_service::{OverlayService, generate_token};
 use forge_storage::BlobStore;
-use std::future::{Future, IntoFuture};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Name of the user `admin_token` (`FORGE_ADMIN_TOKEN`) belongs to.
 pub const ADMIN_USER: &str = "admin";
@@ -53,9 +58,12 @@ pub async fn mint_token(
 /// A server bound to its address, ready to serve.
 pub struct Server {
     listener: TcpListener,
+    state: Arc<AppState>,
     app: Router,
     service: OverlayService,
     grace: Duration,
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -71,11 +79,16 @@ impl Server {
         let listener = TcpListener::bind(&config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let limits = config.http_limits();
+        let state = Arc::new(AppState::new(service.clone(), &limits));
         Ok(Server {
             listener,
-            app: api::app(service.clone(), config.max_body_bytes),
+            app: api::router(state.clone(), &limits),
+            state,
             service,
             grace: config.shutdown_grace(),
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout(),
         })
     }
 
@@ -84,37 +97,91 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, lets the requests in flight finish
-    /// (for at most the grace period), and shuts the service down, which writes every metric.
+    /// Serves until `shutdown` completes; then stops accepting, lets the requests and invocations in
+    /// flight finish (for at most the grace period in all), and shuts the service down, which
+    /// writes every metric and closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let stopping = Arc::new(Notify::new());
-        let signal = {
-            let stopping = stopping.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing the requests in flight");
-                stopping.notify_one();
-            }
+        let connections = Connections {
+            open: Arc::new(Semaphore::new(self.max_connections)),
+            header_read_timeout: self.header_read_timeout,
+            graceful: GracefulShutdown::new(),
         };
-        // Small answers go out at once instead of waiting for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
+        let stopped = connections.accept(self.listener, self.app, shutdown).await;
+        tracing::info!("shutting down: finishing the requests in flight");
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let calls = &self.state.calls;
+        calls.close();
+        let finished = tokio::time::timeout_at(deadline, async {
+            stopped.shutdown().await;
+            calls.wait().await;
         });
-        let mut serving =
-            tokio::spawn(axum::serve(listener, self.app).with_graceful_shutdown(signal).into_future());
-        let grace = self.grace;
-        tokio::select! {
-            served = &mut serving => served.context("the server task failed")?.context("serving failed")?,
-            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-                serving.abort();
-                tracing::warn!(?grace, "requests still in flight after the grace period were dropped");
-            }
+        if finished.await.is_err() {
+            tracing::warn!(grace = ?self.grace, "requests still in flight after the grace period were dropped");
         }
         self.service.shutdown().await.context("cannot write the last metrics")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The accept loop's limits: at most `open`'s permits connections at once, each closed when its
+/// client is slow to send headers or idle between requests.
+struct Connections {
+    open: Arc<Semaphore>,
+    header_read_timeout: Duration,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    /// Accepts and serves connections until `shutdown` completes; returns the watcher of those still
+    /// open, to shut them down gracefully.
+    async fn accept(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> GracefulShutdown {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // At the cap, the next connection waits in the listen backlog until one closes.
+            let room = tokio::select! {
+                room = self.open.clone().acquire_owned() => room.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Small answers go out at once instead of waiting for Nagle's algorithm.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+            let app = app.clone();
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request)
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_read_timeout)
+                .serve_connection(TokioIo::new(tcp), service);
+            let connection = self.graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::trace!(%error, %peer, "connection ended with an error");
+                }
+                drop(room);
+            });
+        }
+        self.graceful
     }
 }
 

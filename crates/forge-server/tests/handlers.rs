@@ -8,6 +8,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use forge_model::api::{CreatedUser, Data, List, ServerHealth};
 use forge_model::{ErrorCode, ForgeError, NewUser, Overlay, Role, TrustLevel};
+use forge_server::HttpLimits;
 use forge_service::{OverlayService, ServiceConfig};
 use forge_storage::BlobStore;
 use serde_json::{Value, json};
@@ -65,7 +66,8 @@ impl Api {
         let blobs = BlobStore::open(dir.path().join("blobs").to_str().unwrap()).unwrap();
         let service = OverlayService::new(ServiceConfig::default(), repo, blobs).unwrap();
         service.ensure_token("admin", Role::Admin, TrustLevel::Core, ADMIN_TOKEN).await.unwrap();
-        let router = forge_server::app(service.clone(), MAX_BODY_BYTES);
+        let limits = HttpLimits { max_body_bytes: MAX_BODY_BYTES, ..HttpLimits::default() };
+        let router = forge_server::app(service.clone(), &limits);
         Api { router, service, _dir: dir }
     }
 
@@ -238,9 +240,35 @@ async fn broken_json_and_wrong_types_get_422_with_the_standard_body() {
 
     let text = api.admin_raw(Method::POST, &invoke, "text/plain", r#"{"function": "process"}"#).await;
     text.refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType);
-    let oversized = "x".repeat(MAX_BODY_BYTES + 1);
-    let big = api.admin_raw(Method::POST, &invoke, "application/json", &oversized).await;
-    big.refused(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge);
+    // Each route has the limit of what it carries, whatever the registration limit.
+    let input_cap = forge_runtime::RuntimeConfig::default().max_input_bytes;
+    for (path, limit) in [
+        (invoke.as_str(), input_cap + (64 << 10)),
+        ("/api/v1/capsules", 2 * (1 << 20) + 2 * (64 << 10) + (64 << 10)),
+        ("/api/v1/users", 64 << 10),
+        ("/api/v1/tokens/revoke", 64 << 10),
+    ] {
+        let oversized = "x".repeat(limit + 1);
+        let big = api.admin_raw(Method::POST, path, "application/json", &oversized).await;
+        let refusal = big.refused(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge);
+        assert_eq!(refusal.details["limit"], limit, "{path}");
+        let at_limit = api.admin_raw(Method::POST, path, "application/json", &oversized[1..]).await;
+        at_limit.refused(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationError);
+    }
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_refused_not_followed() {
+    let api = Api::start().await;
+    let overlay = api.register("nested").await;
+    let invoke = format!("/api/v1/overlays/{}/invoke", overlay.id);
+    let depth = 100_000;
+    let args =
+        format!(r#"{{"function": "process", "args": {{"a": {}1{}}}}}"#, "[".repeat(depth), "]".repeat(depth));
+    let answer = api.admin_raw(Method::POST, &invoke, "application/json", &args).await;
+    let refusal = answer.refused(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationError);
+    assert!(refusal.message.contains("recursion limit"), "{}", refusal.message);
+    api.admin(Method::GET, "/health", None).await.read::<ServerHealth>(StatusCode::OK);
 }
 
 #[tokio::test]

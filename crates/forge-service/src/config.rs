@@ -51,6 +51,15 @@ pub struct ServiceConfig {
     ///
     /// Revoking through this process applies at once; through another process, within this time.
     pub token_cache_ttl: Duration,
+
+    /// Unknown tokens one client address may have looked up per minute; past it, its requests with
+    /// tokens not verified recently get 429 (`retry_after`: the rest of its minute) without a
+    /// database lookup. Default: 60.
+    ///
+    /// Unknown tokens are also remembered for `token_cache_ttl`, so one bad token retried costs one
+    /// lookup; this limit is what bounds the database reads of a client guessing fresh tokens. Clients
+    /// behind one proxy address share it; tokens they used recently keep working.
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +73,7 @@ impl Default for ServiceConfig {
             overlay_cache_entries: 10_000,
             health_batch_window: Duration::from_millis(5),
             token_cache_ttl: Duration::from_secs(5),
+            failed_auth_per_minute: 60,
         }
     }
 }

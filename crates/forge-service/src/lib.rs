@@ -44,6 +44,7 @@ struct Inner {
     in_flight: AtomicUsize,
     recorder: Arc<recorder::HealthRecorder>,
     tokens: users::TokenCache,
+    auth_failures: users::AuthFailures,
     metrics: ServiceMetrics,
 }
 
@@ -64,6 +65,7 @@ impl OverlayService {
                 overlays: cache::OverlayCache::new(config.overlay_cache_entries, config.record_refresh),
                 in_flight: AtomicUsize::new(0),
                 tokens: users::TokenCache::default(),
+                auth_failures: users::AuthFailures::new(config.failed_auth_per_minute),
                 metrics: ServiceMetrics::new(),
                 recorder,
                 runtime,

@@ -13,6 +13,7 @@ pub struct ServiceMetrics {
     fuel: IntCounterVec,
     quarantines: IntCounterVec,
     refusals: IntCounterVec,
+    token_lookups: IntCounterVec,
     pub(crate) in_flight: IntGauge,
 }
 
@@ -70,6 +71,11 @@ impl ServiceMetrics {
             &["reason"],
         )
         .expect("valid metric");
+        let token_lookups = IntCounterVec::new(
+            Opts::new("token_lookups_total", "API tokens looked up in the database, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
         let in_flight =
             IntGauge::new("instances_in_flight", "Invocations running now").expect("valid metric");
         for collector in [
@@ -78,11 +84,21 @@ impl ServiceMetrics {
             Box::new(fuel.clone()),
             Box::new(quarantines.clone()),
             Box::new(refusals.clone()),
+            Box::new(token_lookups.clone()),
             Box::new(in_flight.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        ServiceMetrics { registry, invocations, duration, fuel, quarantines, refusals, in_flight }
+        ServiceMetrics {
+            registry,
+            invocations,
+            duration,
+            fuel,
+            quarantines,
+            refusals,
+            token_lookups,
+            in_flight,
+        }
     }
 
     pub(crate) fn series(&self, overlay: &str) -> OverlaySeries {
@@ -103,6 +119,10 @@ impl ServiceMetrics {
 
     pub(crate) fn refused(&self, reason: &str) {
         self.refusals.with_label_values(&[reason]).inc();
+    }
+
+    pub(crate) fn token_looked_up(&self, found: bool) {
+        self.token_lookups.with_label_values(&[if found { "found" } else { "unknown" }]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,7 +8,8 @@ use forge_model::{ForgeError, NewUser, Principal, Role, TrustLevel, User};
 use parking_lot::Mutex;
 use rand::RngCore;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Prefix of every token, so a leaked one is easy to recognise (and to scan for).
@@ -27,33 +28,126 @@ pub fn token_hash(token: &str) -> String {
     forge_model::sha256_hex(token.trim().as_bytes())
 }
 
-/// Tokens verified recently, by hash, so most requests need no database read.
+/// Tokens looked up recently, by hash, so most requests need no database read: the principal of a
+/// live token, or `None` for a token the database did not know (so a client retrying a bad token
+/// costs one lookup per `token_cache_ttl`, not one per request).
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    verified: Mutex<HashMap<String, (Principal, Instant)>>,
+    looked_up: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+}
+
+/// Entries past which the token cache drops its stale ones.
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
+
+impl TokenCache {
+    /// What a lookup within `ttl` found: `Some(None)` for a token known to be unknown.
+    fn fresh(&self, hash: &str, ttl: Duration) -> Option<Option<Principal>> {
+        let looked_up = self.looked_up.lock();
+        let (principal, at) = looked_up.get(hash)?;
+        (at.elapsed() < ttl).then(|| principal.clone())
+    }
+
+    fn remember(&self, hash: String, principal: Option<Principal>, ttl: Duration) {
+        let mut looked_up = self.looked_up.lock();
+        // Bounded: stale entries go whenever the cache grows past what a busy server sees; a flood of
+        // fresh unknown tokens past that replaces the oldest refusals first.
+        if looked_up.len() >= TOKEN_CACHE_ENTRIES {
+            looked_up.retain(|_, (_, at)| at.elapsed() < ttl);
+            if looked_up.len() >= TOKEN_CACHE_ENTRIES {
+                looked_up.retain(|_, (principal, _)| principal.is_some());
+            }
+        }
+        looked_up.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Drops what is known of a token: it was just revoked, or just created.
+    pub(crate) fn forget(&self, hash: &str) {
+        self.looked_up.lock().remove(hash);
+    }
+}
+
+/// Unknown tokens looked up per client address within its current minute. Past the limit, the
+/// client's lookups are refused (429) until its minute is over, so guessing tokens costs the
+/// database at most `limit` lookups per client per minute.
+pub(crate) struct AuthFailures {
+    limit: u32,
+    clients: Mutex<lru::LruCache<IpAddr, (Instant, u32)>>,
+}
+
+/// How long a client's failures are counted together.
+const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Client addresses whose failures are remembered; the least recently failing go first.
+const AUTH_FAILURE_CLIENTS: usize = 65_536;
+
+impl AuthFailures {
+    pub(crate) fn new(limit: u32) -> Self {
+        let capacity = std::num::NonZeroUsize::new(AUTH_FAILURE_CLIENTS).expect("non-zero");
+        AuthFailures { limit, clients: Mutex::new(lru::LruCache::new(capacity)) }
+    }
+
+    /// How long `client` must wait, if it used up its failures.
+    fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let clients = self.clients.lock();
+        let (start, failures) = *clients.peek(&client)?;
+        let left = AUTH_FAILURE_WINDOW.checked_sub(start.elapsed())?;
+        (failures >= self.limit).then_some(left)
+    }
+
+    fn record(&self, client: IpAddr) {
+        let mut clients = self.clients.lock();
+        match clients.get_mut(&client) {
+            Some((start, failures)) if start.elapsed() < AUTH_FAILURE_WINDOW => *failures += 1,
+            _ => {
+                clients.put(client, (Instant::now(), 1));
+            }
+        }
+    }
+}
+
+fn unknown_token() -> ForgeError {
+    ForgeError::authentication("invalid or revoked token")
 }
 
 impl OverlayService {
     /// The principal a bearer token belongs to; 401 if it is unknown or revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, ForgeError> {
         let hash = token_hash(token);
-        let ttl = self.inner.config.token_cache_ttl;
-        if let Some((principal, at)) = self.inner.tokens.verified.lock().get(&hash)
-            && at.elapsed() < ttl
-        {
-            return Ok(principal.clone());
+        let principal = match self.inner.tokens.fresh(&hash, self.inner.config.token_cache_ttl) {
+            Some(known) => known,
+            None => self.look_up_token(hash).await?,
+        };
+        principal.ok_or_else(unknown_token)
+    }
+
+    /// [`authenticate`](Self::authenticate) for a request from `client`, which may make at most
+    /// `failed_auth_per_minute` database lookups of unknown tokens a minute: past that, 429 without
+    /// a lookup (tokens it used recently still work from the cache).
+    pub async fn authenticate_client(&self, token: &str, client: IpAddr) -> Result<Principal, ForgeError> {
+        let hash = token_hash(token);
+        if let Some(known) = self.inner.tokens.fresh(&hash, self.inner.config.token_cache_ttl) {
+            return known.ok_or_else(unknown_token);
         }
-        let user = self.inner.repo.user_by_token_hash(&hash).await?.ok_or_else(|| {
-            self.inner.tokens.verified.lock().remove(&hash);
-            ForgeError::authentication("invalid or revoked token")
-        })?;
-        let principal = Principal::from(&user);
-        let mut tokens = self.inner.tokens.verified.lock();
-        // Bounded: stale entries go whenever the cache grows past what a busy server sees.
-        if tokens.len() >= 10_000 {
-            tokens.retain(|_, (_, at)| at.elapsed() < ttl);
+        if let Some(wait) = self.inner.auth_failures.blocked(client) {
+            self.inner.metrics.refused("failed_auth_limit");
+            return Err(ForgeError::rate_limited(
+                "too many failed authentications from this address; retry later",
+                wait.as_secs().max(1),
+            ));
         }
-        tokens.insert(hash, (principal.clone(), Instant::now()));
+        let principal = self.look_up_token(hash).await?;
+        if principal.is_none() {
+            self.inner.auth_failures.record(client);
+        }
+        principal.ok_or_else(unknown_token)
+    }
+
+    /// The principal of a token, from the database; remembered either way.
+    async fn look_up_token(&self, hash: String) -> Result<Option<Principal>, ForgeError> {
+        let user = self.inner.repo.user_by_token_hash(&hash).await?;
+        let principal = user.as_ref().map(Principal::from);
+        self.inner.metrics.token_looked_up(principal.is_some());
+        self.inner.tokens.remember(hash, principal.clone(), self.inner.config.token_cache_ttl);
         Ok(principal)
     }
 
@@ -123,6 +217,7 @@ impl OverlayService {
             }
         };
         self.inner.repo.add_token(user.id, &hash).await?;
+        self.inner.tokens.forget(&hash);
         Ok(user)
     }
 
@@ -136,7 +231,7 @@ impl OverlayService {
             _ => return Err(ForgeError::not_found("no such live token of yours")),
         }
         self.inner.repo.revoke_token(&hash).await?;
-        self.inner.tokens.verified.lock().remove(&hash);
+        self.inner.tokens.forget(&hash);
         Ok(())
     }
 }

@@ -67,7 +67,7 @@ class ConflictError(ForgeError):
 
 
 class PayloadTooLargeError(ForgeError):
-    """413: the body is larger than the server's `max_body_bytes`."""
+    """413: the body is larger than its route takes (`max_body_bytes` for a registration)."""
 
     code = ErrorCode.PAYLOAD_TOO_LARGE
 

@@ -5,13 +5,13 @@ mod overlays;
 mod system;
 mod users;
 
-use crate::AppState;
 use crate::error::{unknown_route, wrong_method};
-use crate::http_metrics::{self, HttpMetrics};
+use crate::http_metrics;
+use crate::limits;
+use crate::{AppState, HttpLimits};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware;
-use bytes::Bytes;
+use axum::{Extension, middleware};
 use forge_model::{ForgeError, LifecycleAction};
 use forge_service::OverlayService;
 use std::sync::Arc;
@@ -81,68 +81,60 @@ fn document_authentication(openapi: &mut Document) {
     }
 }
 
-/// The HTTP application over a running service: every route, the fallbacks, the body limit and
-/// the request metrics.
-pub fn app(service: OverlayService, max_body_bytes: usize) -> Router {
-    let (routes, openapi) = routes();
-    let openapi = openapi.to_json().expect("the OpenAPI document serializes");
-    let state = Arc::new(AppState { service, http: HttpMetrics::new(), openapi: Bytes::from(openapi) });
+/// The HTTP application over a running service: every route with its body limit, the fallbacks
+/// and the request metrics.
+pub fn app(service: OverlayService, http_limits: &HttpLimits) -> Router {
+    router(Arc::new(AppState::new(service, http_limits)), http_limits)
+}
+
+/// [`app`] over a state the caller keeps (the server waits on its calls at shutdown).
+pub(crate) fn router(state: Arc<AppState>, http_limits: &HttpLimits) -> Router {
+    let (routes, _) = routes(http_limits);
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(max_body_bytes, refuse_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), http_metrics::track))
+        // Read first, so the body limits of each group of routes find the state.
+        .layer(Extension(state.clone()))
         .with_state(state)
 }
 
-/// Declared bodies up to this size are read and dropped before a 413, larger ones are cut off.
-const DRAIN_LIMIT: u64 = 256 << 20;
+/// The OpenAPI document of the routes, serialized.
+pub(crate) fn document(http_limits: &HttpLimits) -> bytes::Bytes {
+    let (_, openapi) = routes(http_limits);
+    bytes::Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"))
+}
 
-/// Answers 413 to a body whose declared length is over the limit, before any handler runs.
-///
-/// The body is read (and dropped) first: a server that answers and closes while the client is still
-/// sending makes the client's socket reset, and most clients then report a broken connection
-/// instead of the 413. Bodies without a declared length are cut off by `DefaultBodyLimit`.
-async fn refuse_oversized(
-    axum::extract::State(limit): axum::extract::State<usize>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use http_body_util::BodyExt;
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    let Some(length) = declared.filter(|length| *length > limit as u64) else {
-        return next.run(request).await;
-    };
-    if length <= DRAIN_LIMIT {
-        let mut body = request.into_body();
-        while let Some(Ok(_)) = body.frame().await {}
-    }
-    let message = format!("request body of {length} bytes exceeds the limit of {limit} bytes");
-    crate::error::ApiError(ForgeError::new(forge_model::ErrorCode::PayloadTooLarge, message)).into_response()
+/// Routes whose bodies may be at most `limit` bytes.
+fn with_body_limit(limit: usize, routes: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+    routes
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, limits::bound_body))
 }
 
 /// The routes and the OpenAPI document of the same routes.
-fn routes() -> (Router<Arc<AppState>>, Document) {
-    let api = OpenApiRouter::new()
-        .routes(routes!(overlays::register, overlays::list))
+fn routes(http_limits: &HttpLimits) -> (Router<Arc<AppState>>, Document) {
+    let registration = OpenApiRouter::new().routes(routes!(overlays::register, overlays::list));
+    let invocation =
+        OpenApiRouter::new().routes(routes!(overlays::invoke)).routes(routes!(overlays::invoke_by_name));
+    let capsules = OpenApiRouter::new()
+        .routes(routes!(capsules::create, capsules::search))
+        .routes(routes!(capsules::get));
+    let small = OpenApiRouter::new()
         .routes(routes!(overlays::get, overlays::delete))
         .routes(routes!(overlays::get_by_name_version))
         .routes(routes!(overlays::transition))
         .routes(routes!(overlays::set_trust_level))
-        .routes(routes!(overlays::invoke))
-        .routes(routes!(overlays::invoke_by_name))
         .routes(routes!(overlays::health))
         .routes(routes!(overlays::events))
-        .routes(routes!(capsules::create, capsules::search))
-        .routes(routes!(capsules::get))
         .routes(routes!(users::create))
         .routes(routes!(users::revoke_token))
         .routes(routes!(system::openapi));
+    let invocation_limit = limits::invocation_body_bytes(http_limits.max_input_bytes);
+    let api = with_body_limit(http_limits.max_body_bytes, registration)
+        .merge(with_body_limit(invocation_limit, invocation))
+        .merge(with_body_limit(limits::CAPSULE_BODY_BYTES, capsules))
+        .merge(with_body_limit(limits::SMALL_BODY_BYTES, small));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::metrics))
@@ -169,7 +161,7 @@ mod tests {
 
     #[test]
     fn the_document_lists_every_route_with_its_methods() {
-        let (_, openapi) = routes();
+        let (_, openapi) = routes(&HttpLimits::default());
         let documented: BTreeSet<String> = openapi
             .paths
             .paths
@@ -250,7 +242,7 @@ mod tests {
 
     /// The document as served: serialized, then read back as plain JSON.
     fn document() -> Value {
-        let (_, openapi) = routes();
+        let (_, openapi) = routes(&HttpLimits::default());
         serde_json::from_str(&openapi.to_json().unwrap()).expect("the document is valid JSON")
     }
 

@@ -165,7 +165,8 @@ pub async fn invoke(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(invocation): ApiJson<OverlayInvocation>,
 ) -> Answer<Data<OverlayResult>> {
-    ok(app.service.invoke(&caller, id, invocation).await?)
+    let service = app.service.clone();
+    ok(run_call(&app, async move { service.invoke(&caller, id, invocation).await }).await?)
 }
 
 /// Invoke the newest active version of the overlay named `name`.
@@ -186,7 +187,20 @@ pub async fn invoke_by_name(
     ApiPath(name): ApiPath<String>,
     ApiJson(invocation): ApiJson<OverlayInvocation>,
 ) -> Answer<Data<OverlayResult>> {
-    ok(app.service.invoke_by_name(&caller, &name, invocation).await?)
+    let service = app.service.clone();
+    ok(run_call(&app, async move { service.invoke_by_name(&caller, &name, invocation).await }).await?)
+}
+
+/// Runs an invocation on a task of its own, tracked for shutdown: a client that disconnects drops
+/// this handler, not the call, so the call still ends normally and its outcome is counted.
+async fn run_call(
+    app: &AppState,
+    call: impl Future<Output = Result<OverlayResult, ForgeError>> + Send + 'static,
+) -> Result<OverlayResult, ForgeError> {
+    app.calls
+        .spawn(call)
+        .await
+        .map_err(|e| ForgeError::internal(format!("the invocation task failed: {e}")))?
 }
 
 /// Health counters, failure rate and latency percentiles.

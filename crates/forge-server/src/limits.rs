@@ -1,0 +1,119 @@
+//! What a request may cost before a handler runs: a body limit per route, checked against the
+//! declared length before anything is read and enforced while streaming otherwise, and a budget of
+//! body bytes being received at once over all requests.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Caller;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{CONNECTION, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use forge_model::{ErrorCode, ForgeError, NewCapsule};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Room around a route's payload for the rest of its JSON (function name, field names, a timeout).
+const ENVELOPE_BYTES: usize = 64 << 10;
+
+/// The largest body of a request that carries no payload of its own (lifecycle reasons, new users).
+pub const SMALL_BODY_BYTES: usize = ENVELOPE_BYTES;
+
+/// The largest invocation body: the runtime's input cap and an envelope.
+pub fn invocation_body_bytes(max_input_bytes: usize) -> usize {
+    max_input_bytes + ENVELOPE_BYTES
+}
+
+/// The largest capsule body: content and metadata at their caps, allowing for JSON escaping to
+/// double them, and an envelope.
+pub const CAPSULE_BODY_BYTES: usize =
+    2 * (NewCapsule::MAX_CONTENT_BYTES + NewCapsule::MAX_METADATA_BYTES) + ENVELOPE_BYTES;
+
+/// An oversized body from an authenticated caller is read and dropped up to this size before the
+/// 413, so that the client sees the answer instead of a reset connection; larger ones, and any from
+/// a caller without a valid token, are cut off at once.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// How long a request waits for room in the body budget before a 429.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+/// Body bytes being received at once, over all requests, counted in KiB.
+pub struct BodyBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl BodyBudget {
+    pub fn new(total_bytes: usize) -> Self {
+        let total_kib = u32::try_from(total_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        BodyBudget { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
+    }
+
+    /// Room for `bytes`, waiting up to [`BUDGET_WAIT`]; 429 if none came.
+    async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, ForgeError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).min(self.total_kib);
+        match tokio::time::timeout(BUDGET_WAIT, self.kib.clone().acquire_many_owned(kib)).await {
+            Ok(permit) => Ok(permit.expect("the budget is never closed")),
+            Err(_) => Err(ForgeError::rate_limited(
+                "the server is receiving too many request bodies at once; retry later",
+                1,
+            )),
+        }
+    }
+}
+
+/// Middleware of a group of routes whose bodies may be at most `limit` bytes (the group also carries
+/// `DefaultBodyLimit::max(limit)`, which cuts off a longer body while it streams): refuses a longer
+/// declared body before reading it, and holds room in the body budget while the request runs.
+pub async fn bound_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let app = request.extensions().get::<Arc<AppState>>().cloned();
+    let hint = axum::body::HttpBody::size_hint(request.body());
+    if hint.lower() > limit as u64 {
+        return refuse_oversized(app, request, hint.lower(), limit).await;
+    }
+    let Some(app) = app else { return next.run(request).await };
+    let expected = hint.upper().unwrap_or(limit as u64).min(limit as u64);
+    let _room = match expected {
+        0 => None,
+        bytes => match app.bodies.reserve(bytes).await {
+            Ok(room) => Some(room),
+            Err(refusal) => return ApiError(refusal).into_response(),
+        },
+    };
+    next.run(request).await
+}
+
+/// 413 for a body declared longer than its route takes. A caller without a valid token gets its
+/// 401 at once and the connection is closed: nobody makes the server read a huge body for nothing.
+async fn refuse_oversized(
+    app: Option<Arc<AppState>>,
+    request: Request,
+    length: u64,
+    limit: usize,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match &app {
+        Some(app) => Caller::from_request_parts(&mut parts, app).await.map(drop),
+        None => Ok(()),
+    };
+    let drained = caller.is_ok() && length <= DRAIN_LIMIT;
+    if drained {
+        let mut body = body;
+        while let Some(Ok(_)) = body.frame().await {}
+    }
+    let mut response = match caller {
+        Err(refusal) => refusal.into_response(),
+        Ok(()) => {
+            let message =
+                format!("request body of {length} bytes exceeds this route's limit of {limit} bytes");
+            ApiError(ForgeError::new(ErrorCode::PayloadTooLarge, message).with_detail("limit", limit))
+                .into_response()
+        }
+    };
+    if !drained {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

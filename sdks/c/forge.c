@@ -11,6 +11,7 @@
 FORGE_IMPORT(log_info) void forge_raw_log_info(const char *ptr, int32_t len);
 FORGE_IMPORT(log_error) void forge_raw_log_error(const char *ptr, int32_t len);
 FORGE_IMPORT(fail) void forge_raw_fail(const char *ptr, int32_t len);
+FORGE_IMPORT(reject_input) void forge_raw_reject_input(const char *ptr, int32_t len);
 FORGE_IMPORT(capsule_read) int64_t forge_raw_capsule_read(const char *ptr, int32_t len);
 FORGE_IMPORT(capsule_search) int64_t forge_raw_capsule_search(const char *ptr, int32_t len);
 FORGE_IMPORT(capsule_create) int64_t forge_raw_capsule_create(const char *ptr, int32_t len);
@@ -32,11 +33,17 @@ _Noreturn void forge_fail(const char *message) {
     __builtin_trap();
 }
 
+_Noreturn void forge_reject_input(const char *message) {
+    forge_raw_reject_input(message, (int32_t)strlen(message));
+    /* As for `fail`: the host never returns. */
+    __builtin_trap();
+}
+
 int64_t forge_run(forge_handler handler, int32_t ptr, int32_t len) {
     /* The host's bytes are not NUL-terminated: parse by length, and quote none of them. */
     cJSON *args = cJSON_ParseWithLength((const char *)(uintptr_t)ptr, (size_t)len);
-    if (args == NULL) forge_fail("invalid arguments: not JSON");
-    if (!cJSON_IsObject(args)) forge_fail("invalid arguments: not a JSON object");
+    if (args == NULL) forge_reject_input("invalid arguments: not JSON");
+    if (!cJSON_IsObject(args)) forge_reject_input("invalid arguments: not a JSON object");
     cJSON *result = handler(args);
     if (result == NULL) return 0;
     if (!cJSON_IsObject(result)) forge_fail("the result must be a JSON object");

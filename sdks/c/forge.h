@@ -23,7 +23,8 @@
 /*
  * An entry point `name` that runs `handler` on the call's arguments (a cJSON object) and returns
  * what the handler returns: a cJSON object (success), or NULL (the result `null`). The handler
- * ends a call as a failure with forge_fail(). Arguments that are not JSON fail the call.
+ * ends a call as a failure with forge_fail(), or with forge_reject_input() when the caller's
+ * arguments are wrong. Arguments that are not a JSON object fail the call as `invalid_input`.
  *
  *   static cJSON *shout(const cJSON *args) { ... }
  *   FORGE_ENTRY_POINT(process, shout)
@@ -52,6 +53,11 @@ void forge_log_info(const char *line);
 void forge_log_error(const char *line);
 /* Ends the call at once as a failure (`overlay_error`) with `message`. */
 _Noreturn void forge_fail(const char *message);
+/*
+ * Ends the call at once as an `invalid_input` failure with `message`: the caller's arguments are
+ * wrong. Such failures are the caller's and never count toward the overlay's quarantine.
+ */
+_Noreturn void forge_reject_input(const char *message);
 
 /* ---- request / response host functions ---- */
 

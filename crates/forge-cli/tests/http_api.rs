@@ -580,7 +580,41 @@ fn a_failing_overlay_is_quarantined_automatically() {
     let released = admin.transition(echo, LifecycleAction::Release, None).unwrap();
     assert_eq!(released.state, OverlayState::Active);
     assert!(admin.invoke(echo, &call("process", json!({}))).unwrap().success);
-    assert_eq!(admin.health(echo).invocation_count, 1);
+    let health = admin.health(echo);
+    assert_eq!((health.invocation_count, health.on_probation), (1, true), "on probation after a release");
+}
+
+/// A guest that says every input is invalid (`forge.reject_input`).
+const REJECTING_WAT: &str = r#"(module
+  (import "forge" "reject_input" (func $reject (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "`text` is required")
+  (func (export "forge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "process") (param i32 i32) (result i64) (call $reject (i32.const 16) (i32.const 18)) (i64.const 0)))"#;
+
+#[test]
+fn a_guest_rejecting_invalid_input_stays_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Launch::new(&data_dir(&dir)).arg("--quarantine-window-calls=10").start();
+    let admin = server.admin();
+    let manifest = json!({"name": "strict", "version": "1.0.0", "entry_points": ["process"]});
+    let strict = admin.register_json(manifest, REJECTING_WAT.as_bytes(), None).unwrap().id;
+    admin.transition(strict, LifecycleAction::Activate, None).unwrap();
+    for _ in 0..20 {
+        let result = admin.invoke(strict, &call("process", json!({}))).unwrap();
+        assert_eq!(
+            (result.success, result.error_kind, result.error.as_deref()),
+            (false, Some(ErrorKind::InvalidInput), Some("`text` is required"))
+        );
+    }
+    let health = admin.health(strict);
+    assert_eq!(health.state, OverlayState::Active, "the callers' fault, not the overlay's");
+    assert_eq!((health.invocation_count, health.caller_failure_count, health.failure_count), (20, 20, 0));
+    assert_eq!((health.window_invocation_count, health.window_failure_rate), (0, 0.0));
+    assert_eq!(health.last_error.as_deref(), Some("`text` is required"));
+    let events = admin.events(strict, PageQuery::default()).unwrap();
+    assert!(events.data.iter().all(|e| e.actor != "system"), "no automatic action");
+    server.assert_serving();
 }
 
 #[test]

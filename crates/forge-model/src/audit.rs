@@ -34,6 +34,9 @@ pub enum AuditAction {
     Deprecate,
     /// Quarantined by the service because it failed too often.
     AutoQuarantine,
+    /// Quarantined by the service because it failed too often in its first window after a release
+    /// from quarantine (its probation).
+    ProbationFailed,
     SetTrustLevel,
     Delete,
 }

@@ -41,6 +41,12 @@ impl OverlayInvocation {
         if errors.is_empty() { Ok(()) } else { Err(ForgeError::invalid_fields("invocation", errors)) }
     }
 
+    /// Whether the caller asked for a deadline below the manifest's limit (a timeout is then
+    /// not held against the overlay).
+    pub fn shortens_deadline(&self, max_execution_ms: u32) -> bool {
+        self.timeout_ms.is_some_and(|t| t < max_execution_ms)
+    }
+
     /// The call's deadline: the smaller of the invocation's timeout and the manifest's limit.
     pub fn effective_timeout_ms(&self, max_execution_ms: u32) -> u32 {
         self.timeout_ms.map_or(max_execution_ms, |t| t.min(max_execution_ms))
@@ -81,6 +87,9 @@ impl OverlayInvocation {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
+    /// The caller's input was invalid: the arguments did not deserialise, or the guest said so
+    /// (`forge.reject_input`). The caller's fault, never held against the overlay's health.
+    InvalidInput,
     /// The call used up its `max_fuel`.
     FuelExhausted,
     /// The call ran past its deadline and was stopped.
@@ -99,10 +108,28 @@ pub enum ErrorKind {
     HostError,
 }
 
+/// Whose fault a failed invocation is: only the overlay's own failures count toward quarantine;
+/// the others are counted apart, so that neither the host nor a caller can push an overlay into
+/// quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Overlay,
+    /// The host failed (storage down, a backend error).
+    Host,
+    /// The caller: invalid input, or a timeout under a deadline it shortened below the manifest's.
+    Caller,
+}
+
 impl ErrorKind {
-    /// Failures the host caused are counted apart and never count against the overlay's health.
-    pub const fn is_host_fault(self) -> bool {
-        matches!(self, ErrorKind::HostError)
+    /// Whom a failure of this kind is held against; `deadline_shortened` says whether the caller
+    /// asked for a deadline below the manifest's (then a timeout is the caller's doing).
+    pub const fn blame(self, deadline_shortened: bool) -> Blame {
+        match self {
+            ErrorKind::HostError => Blame::Host,
+            ErrorKind::InvalidInput => Blame::Caller,
+            ErrorKind::Timeout if deadline_shortened => Blame::Caller,
+            _ => Blame::Overlay,
+        }
     }
 }
 
@@ -131,6 +158,15 @@ pub struct OverlayResult {
 }
 
 impl OverlayResult {
+    /// Whom this result's failure is held against; `None` for a success.
+    pub fn blame(&self, deadline_shortened: bool) -> Option<Blame> {
+        match self.error_kind {
+            Some(kind) => Some(kind.blame(deadline_shortened)),
+            None if !self.success => Some(Blame::Overlay),
+            None => None,
+        }
+    }
+
     pub fn ok(result: Option<Map<String, Value>>, execution_time_ms: f64, fuel_consumed: u64) -> Self {
         OverlayResult {
             success: true,
@@ -174,6 +210,8 @@ mod tests {
         assert_eq!(inv.effective_timeout_ms(200), 200);
         let no_timeout = OverlayInvocation::new("process", Map::new());
         assert_eq!(no_timeout.effective_timeout_ms(5000), 5000);
+        assert!(inv.shortens_deadline(5000) && !inv.shortens_deadline(250) && !inv.shortens_deadline(200));
+        assert!(!no_timeout.shortens_deadline(5000));
 
         let bad = OverlayInvocation { function: String::new(), args: Map::new(), timeout_ms: Some(99) };
         let err = bad.validate().unwrap_err();
@@ -191,5 +229,18 @@ mod tests {
                    "error_kind": "fuel_exhausted", "execution_time_ms": 1.5, "fuel_consumed": 100})
         );
         assert_eq!(messages::timed_out(250), "Execution timed out after 250ms");
+    }
+
+    #[test]
+    fn failures_are_blamed_on_whoever_caused_them() {
+        let failed = |kind| OverlayResult::failed(kind, "x", 1.0, 1);
+        assert_eq!(OverlayResult::ok(None, 1.0, 1).blame(true), None);
+        assert_eq!(failed(ErrorKind::Trap).blame(true), Some(Blame::Overlay));
+        assert_eq!(failed(ErrorKind::HostError).blame(false), Some(Blame::Host));
+        assert_eq!(failed(ErrorKind::InvalidInput).blame(false), Some(Blame::Caller));
+        assert_eq!(failed(ErrorKind::Timeout).blame(true), Some(Blame::Caller), "the caller's deadline");
+        assert_eq!(failed(ErrorKind::Timeout).blame(false), Some(Blame::Overlay), "the manifest's deadline");
+        assert_eq!(failed(ErrorKind::FuelExhausted).blame(true), Some(Blame::Overlay));
+        assert_eq!(serde_json::to_value(ErrorKind::InvalidInput).unwrap(), json!("invalid_input"));
     }
 }

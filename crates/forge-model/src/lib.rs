@@ -21,11 +21,11 @@ pub use audit::{AuditAction, AuditEvent, NewAuditEvent};
 pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
 pub use error::{ErrorCode, FieldError, ForgeError, abbreviated};
-pub use invocation::{ErrorKind, OverlayInvocation, OverlayResult};
+pub use invocation::{Blame, ErrorKind, OverlayInvocation, OverlayResult};
 pub use manifest::{BuildSpec, OverlayManifest};
 pub use overlay::{
     HealthReport, LatencyHistogram, Overlay, OverlayFilter, OverlayHealth, Page, PageRequest,
-    QuarantinePolicy,
+    QuarantinePolicy, RecentCalls,
 };
 pub use state::{LifecycleAction, OverlayState};
 pub use trust::TrustLevel;

@@ -49,20 +49,91 @@ impl Overlay {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OverlayHealth {
     pub invocation_count: u64,
-    /// Failures that count against the overlay (everything but host faults).
+    /// Failures that count against the overlay (neither the host's nor the caller's).
     pub failure_count: u64,
     /// Failures the host caused; counted apart, never held against the overlay.
     pub host_failure_count: u64,
+    /// Failures the caller caused (invalid input, a timeout under a deadline it shortened below
+    /// the manifest's); counted apart, never held against the overlay.
+    pub caller_failure_count: u64,
     pub avg_execution_ms: f64,
     pub last_invoked_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The most recent calls that count, which the quarantine rule judges; the health report
+    /// shows its numbers.
+    #[serde(skip)]
+    pub recent: RecentCalls,
+    /// Released from quarantine and not yet through its first window: failing that window
+    /// quarantines it again at once.
+    pub on_probation: bool,
 }
 
 impl OverlayHealth {
-    /// Share of counted invocations that failed (host faults excluded from both sides).
+    /// Share of counted invocations that failed, over the overlay's life (host and caller faults
+    /// excluded from both sides).
     pub fn failure_rate(&self) -> f64 {
-        let counted = self.invocation_count.saturating_sub(self.host_failure_count);
+        let counted = self
+            .invocation_count
+            .saturating_sub(self.host_failure_count)
+            .saturating_sub(self.caller_failure_count);
         if counted == 0 { 0.0 } else { self.failure_count as f64 / counted as f64 }
+    }
+}
+
+/// An overlay's most recent calls that count toward quarantine (host and caller faults are left
+/// out), oldest first, one character each: `+` a success, `-` a failure. Kept as this short text
+/// in the overlay's health row, so the rule judges the same window whichever process writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentCalls(String);
+
+impl RecentCalls {
+    /// The most calls a window holds (the `quarantine_window_calls` setting's upper bound).
+    pub const MAX_CALLS: u32 = 10_000;
+    pub const SUCCESS: char = '+';
+    pub const FAILURE: char = '-';
+
+    /// A stored window; `Err` names the first character that is neither `+` nor `-`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.chars().find(|c| *c != Self::SUCCESS && *c != Self::FAILURE) {
+            Some(bad) => Err(format!("unexpected {bad:?} in a window of recent calls")),
+            None => Ok(RecentCalls(text.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Adds one call, dropping the oldest beyond [`Self::MAX_CALLS`].
+    pub fn push(&mut self, failed: bool) {
+        self.0.push(if failed { Self::FAILURE } else { Self::SUCCESS });
+        self.keep_last(Self::MAX_CALLS as usize);
+    }
+
+    /// Appends calls made after these, dropping the oldest beyond [`Self::MAX_CALLS`].
+    pub fn append(&mut self, later: &RecentCalls) {
+        self.0.push_str(&later.0);
+        self.keep_last(Self::MAX_CALLS as usize);
+    }
+
+    /// Drops all but the `calls` most recent calls.
+    pub fn keep_last(&mut self, calls: usize) {
+        // One ASCII byte per call, so any byte index is a character boundary.
+        let excess = self.0.len().saturating_sub(calls);
+        self.0.drain(..excess);
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.0.bytes().filter(|b| *b == Self::FAILURE as u8).count() as u64
+    }
+
+    /// Share of the window's calls that failed; 0 when empty.
+    pub fn failure_rate(&self) -> f64 {
+        if self.0.is_empty() { 0.0 } else { self.failures() as f64 / self.calls() as f64 }
     }
 }
 
@@ -120,7 +191,15 @@ pub struct HealthReport {
     pub invocation_count: u64,
     pub failure_count: u64,
     pub host_failure_count: u64,
+    pub caller_failure_count: u64,
+    /// Over the overlay's life (since its last release from quarantine).
     pub failure_rate: f64,
+    /// Calls in the window the quarantine rule judges (the most recent ones that count).
+    pub window_invocation_count: u64,
+    pub window_failure_count: u64,
+    pub window_failure_rate: f64,
+    /// Released from quarantine and not yet through its first window.
+    pub on_probation: bool,
     pub avg_execution_ms: f64,
     pub p50_execution_ms: Option<f64>,
     pub p95_execution_ms: Option<f64>,
@@ -140,7 +219,12 @@ impl HealthReport {
             invocation_count: h.invocation_count,
             failure_count: h.failure_count,
             host_failure_count: h.host_failure_count,
+            caller_failure_count: h.caller_failure_count,
             failure_rate: h.failure_rate(),
+            window_invocation_count: h.recent.calls(),
+            window_failure_count: h.recent.failures(),
+            window_failure_rate: h.recent.failure_rate(),
+            on_probation: h.on_probation,
             avg_execution_ms: h.avg_execution_ms,
             p50_execution_ms: latency.quantile(0.5),
             p95_execution_ms: latency.quantile(0.95),
@@ -150,25 +234,39 @@ impl HealthReport {
     }
 }
 
-/// The original Forge rule: quarantine once at least `min_invocations` ran and more than
-/// `max_failure_rate` of them failed. Core overlays are never quarantined automatically.
+/// Forge's rule, over a sliding window: quarantine once the window of the overlay's most recent
+/// counted calls holds at least `min_invocations` and more than `max_failure_rate` of them failed.
+/// Judging recent calls rather than the whole life means an overlay with a long good past that
+/// starts failing every call is quarantined within one window. Core overlays are never
+/// quarantined automatically.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuarantinePolicy {
     pub min_invocations: u64,
     pub max_failure_rate: f64,
+    /// How many of the most recent counted calls the rule judges.
+    pub window_calls: u32,
 }
 
 impl Default for QuarantinePolicy {
     fn default() -> Self {
-        QuarantinePolicy { min_invocations: 10, max_failure_rate: 0.5 }
+        QuarantinePolicy { min_invocations: 10, max_failure_rate: 0.5, window_calls: 100 }
     }
 }
 
 impl QuarantinePolicy {
+    /// Allowed window sizes: no smaller than the default `min_invocations` (a smaller window could
+    /// never hold enough calls), no larger than a window can hold.
+    pub const WINDOW_CALLS_RANGE: std::ops::RangeInclusive<u32> = 10..=RecentCalls::MAX_CALLS;
+
     pub fn should_quarantine(&self, trust: TrustLevel, health: &OverlayHealth) -> bool {
         trust != TrustLevel::Core
-            && health.invocation_count >= self.min_invocations
-            && health.failure_rate() > self.max_failure_rate
+            && health.recent.calls() >= self.min_invocations
+            && health.recent.failure_rate() > self.max_failure_rate
+    }
+
+    /// Whether an overlay on probation has come through its first full window since its release.
+    pub fn ends_probation(&self, health: &OverlayHealth) -> bool {
+        health.on_probation && health.recent.calls() >= u64::from(self.window_calls)
     }
 }
 
@@ -265,21 +363,78 @@ mod tests {
         assert_eq!(back, overlay);
     }
 
+    fn window(calls: &str) -> RecentCalls {
+        RecentCalls::parse(calls).unwrap()
+    }
+
     #[test]
-    fn quarantine_rule() {
+    fn quarantine_rule_judges_the_window() {
         let policy = QuarantinePolicy::default();
-        let health = |n, f| OverlayHealth { invocation_count: n, failure_count: f, ..Default::default() };
-        assert!(!policy.should_quarantine(TrustLevel::Sandbox, &health(9, 9)), "needs 10 invocations");
-        assert!(!policy.should_quarantine(TrustLevel::Sandbox, &health(10, 5)), "0.5 is not above 0.5");
-        assert!(policy.should_quarantine(TrustLevel::Sandbox, &health(10, 6)));
-        assert!(!policy.should_quarantine(TrustLevel::Core, &health(100, 100)), "core is never quarantined");
-        let with_host_faults = OverlayHealth {
-            invocation_count: 20,
-            failure_count: 6,
-            host_failure_count: 10,
+        let health = |recent: &str| OverlayHealth { recent: window(recent), ..Default::default() };
+        let failing = |n| "-".repeat(n);
+        assert!(!policy.should_quarantine(TrustLevel::Sandbox, &health(&failing(9))), "needs 10 calls");
+        assert!(
+            !policy.should_quarantine(TrustLevel::Sandbox, &health("+++++-----")),
+            "0.5 is not above 0.5"
+        );
+        assert!(policy.should_quarantine(TrustLevel::Sandbox, &health("++++------")));
+        assert!(
+            !policy.should_quarantine(TrustLevel::Core, &health(&failing(100))),
+            "core is never quarantined"
+        );
+        let long_good_past = OverlayHealth {
+            invocation_count: 1_000_000,
+            failure_count: 60,
+            recent: window(&format!("{}{}", "+".repeat(49), failing(51))),
             ..Default::default()
         };
-        assert!((with_host_faults.failure_rate() - 0.6).abs() < 1e-9);
+        assert!(long_good_past.failure_rate() < 0.001);
+        assert!(
+            policy.should_quarantine(TrustLevel::Sandbox, &long_good_past),
+            "the past does not shield it"
+        );
+        let with_other_faults = OverlayHealth {
+            invocation_count: 30,
+            failure_count: 6,
+            host_failure_count: 10,
+            caller_failure_count: 10,
+            ..Default::default()
+        };
+        assert!((with_other_faults.failure_rate() - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn window_slides_and_parses() {
+        let mut recent = RecentCalls::default();
+        assert_eq!((recent.calls(), recent.failure_rate()), (0, 0.0));
+        recent.push(true);
+        recent.push(false);
+        recent.append(&window("--+"));
+        assert_eq!(recent.as_str(), "-+--+");
+        recent.keep_last(3);
+        assert_eq!((recent.as_str(), recent.calls(), recent.failures()), ("--+", 3, 2));
+        for _ in 0..RecentCalls::MAX_CALLS {
+            recent.push(false);
+        }
+        assert_eq!(
+            (recent.calls(), recent.failures()),
+            (u64::from(RecentCalls::MAX_CALLS), 0),
+            "the oldest fell out"
+        );
+        assert!(RecentCalls::parse("+-x").unwrap_err().contains("'x'"));
+    }
+
+    #[test]
+    fn probation_ends_with_a_full_window() {
+        let policy = QuarantinePolicy { window_calls: 20, ..Default::default() };
+        let on_probation = |calls: usize| OverlayHealth {
+            recent: window(&"+".repeat(calls)),
+            on_probation: true,
+            ..Default::default()
+        };
+        assert!(!policy.ends_probation(&on_probation(19)));
+        assert!(policy.ends_probation(&on_probation(20)));
+        assert!(!policy.ends_probation(&OverlayHealth { on_probation: false, ..on_probation(20) }));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub enum HostFunction {
     LogInfo,
     LogError,
     Fail,
+    RejectInput,
     CapsuleRead,
     CapsuleSearch,
     CapsuleCreate,
@@ -51,10 +52,11 @@ pub enum HostFunction {
 }
 
 impl HostFunction {
-    pub const ALL: [HostFunction; 7] = [
+    pub const ALL: [HostFunction; 8] = [
         HostFunction::LogInfo,
         HostFunction::LogError,
         HostFunction::Fail,
+        HostFunction::RejectInput,
         HostFunction::CapsuleRead,
         HostFunction::CapsuleSearch,
         HostFunction::CapsuleCreate,
@@ -66,6 +68,7 @@ impl HostFunction {
             HostFunction::LogInfo => "log_info",
             HostFunction::LogError => "log_error",
             HostFunction::Fail => "fail",
+            HostFunction::RejectInput => "reject_input",
             HostFunction::CapsuleRead => "capsule_read",
             HostFunction::CapsuleSearch => "capsule_search",
             HostFunction::CapsuleCreate => "capsule_create",
@@ -80,7 +83,10 @@ impl HostFunction {
     /// The capability a manifest must request to import this function; None = always granted.
     pub const fn required_capability(self) -> Option<CapabilityName> {
         match self {
-            HostFunction::LogInfo | HostFunction::LogError | HostFunction::Fail => None,
+            HostFunction::LogInfo
+            | HostFunction::LogError
+            | HostFunction::Fail
+            | HostFunction::RejectInput => None,
             HostFunction::CapsuleRead | HostFunction::CapsuleSearch => Some(CapabilityName::CapsuleRead),
             HostFunction::CapsuleCreate => Some(CapabilityName::CapsuleWrite),
             HostFunction::HttpRequest => Some(CapabilityName::NetworkHttp),
@@ -89,7 +95,10 @@ impl HostFunction {
 
     /// `(ptr, len)` for the fire-and-forget ones, `(req_ptr, req_len) -> i64` for request / response.
     pub const fn returns_response(self) -> bool {
-        !matches!(self, HostFunction::LogInfo | HostFunction::LogError | HostFunction::Fail)
+        !matches!(
+            self,
+            HostFunction::LogInfo | HostFunction::LogError | HostFunction::Fail | HostFunction::RejectInput
+        )
     }
 
     fn signature_text(self) -> &'static str {

@@ -32,7 +32,7 @@ fn sdk_rejects_arguments_of_the_wrong_shape() {
     let (manifest, wasm) = example("text-stats");
     let prepared = rt.prepare(&manifest, &wasm).unwrap();
     let failed = call(&rt, &prepared, "process", json!({"text": 42})).result;
-    assert_eq!(failed.error_kind, Some(ErrorKind::OverlayError));
+    assert_eq!(failed.error_kind, Some(ErrorKind::InvalidInput), "the caller's fault");
     assert!(failed.error.unwrap().contains("invalid arguments"));
 }
 
@@ -91,7 +91,7 @@ fn arguments_of_the_wrong_shape_fail_the_call_in_every_language() {
     for (language, manifest, wasm) in in_every_language("count-vowels") {
         let prepared = rt.prepare(&manifest, &wasm).unwrap();
         let failed = call(&rt, &prepared, "count_vowels", json!({"text": 42})).result;
-        assert_eq!(failed.error_kind, Some(ErrorKind::OverlayError), "{language}: {failed:?}");
+        assert_eq!(failed.error_kind, Some(ErrorKind::InvalidInput), "{language}: {failed:?}");
         assert!(!failed.error.unwrap().is_empty(), "{language} says why");
     }
 }
@@ -200,6 +200,7 @@ fn capsule_insight_checks_its_arguments_and_records_nothing_when_nothing_matches
         assert_eq!(store.all().len(), 3, "{language} created nothing");
         let empty = call(&rt, &prepared, "process", json!({"query": "  "})).result;
         assert_eq!(empty.error.as_deref(), Some("query must not be empty"), "{language}");
+        assert_eq!(empty.error_kind, Some(ErrorKind::InvalidInput), "{language}: the caller's fault");
         let too_many = call(&rt, &prepared, "process", json!({"query": "wasm", "limit": 51})).result;
         let message = too_many.error.unwrap_or_default();
         assert!(message.starts_with("limit must be between 1 and 50"), "{language}: {message}");

@@ -276,6 +276,18 @@ fn fail_ends_the_call_with_the_guests_message() {
 }
 
 #[test]
+fn reject_input_ends_the_call_as_the_callers_invalid_input() {
+    let wasm = guest(
+        r#"(import "forge" "reject_input" (func $reject (param i32 i32)))"#,
+        r#"(data (i32.const 16) "no such unit")
+           (func (export "process") (param i32 i32) (result i64) (call $reject (i32.const 16) (i32.const 12)) (unreachable))"#,
+    );
+    let result = run_once(&wasm, "");
+    assert_eq!(result.error_kind, Some(ErrorKind::InvalidInput));
+    assert_eq!(result.error.as_deref(), Some("no such unit"));
+}
+
+#[test]
 fn every_call_gets_a_fresh_instance() {
     let wasm = guest(
         "",

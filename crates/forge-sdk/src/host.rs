@@ -17,6 +17,7 @@ mod imports {
         pub fn log_info(ptr: i32, len: i32);
         pub fn log_error(ptr: i32, len: i32);
         pub fn fail(ptr: i32, len: i32);
+        pub fn reject_input(ptr: i32, len: i32);
         pub fn capsule_read(req_ptr: i32, req_len: i32) -> i64;
         pub fn capsule_search(req_ptr: i32, req_len: i32) -> i64;
         pub fn capsule_create(req_ptr: i32, req_len: i32) -> i64;
@@ -54,18 +55,31 @@ one_way! {
     log_error, native: |line| eprintln!("[forge error] {line}");
 }
 
-/// Ends the call through `forge.fail`; on native targets, panics with the message.
-pub(crate) fn fail(message: &str) -> ! {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let (ptr, len) = raw(message.as_bytes());
-        // SAFETY: as for the logging imports. The host does not return from `fail`.
-        unsafe { imports::fail(ptr, len) };
-        // Should a host ever return, trapping is the only way to honour `!`.
-        core::arch::wasm32::unreachable()
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    panic!("overlay failed: {message}")
+/// Declares one wrapper per import that ends the call: on wasm32 it calls the import, elsewhere it
+/// panics with the message after `$prefix`.
+macro_rules! ending {
+    ($($(#[$doc:meta])* $name:ident, native: $prefix:literal;)*) => {$(
+        $(#[$doc])*
+        pub(crate) fn $name(message: &str) -> ! {
+            #[cfg(target_arch = "wasm32")]
+            {
+                let (ptr, len) = raw(message.as_bytes());
+                // SAFETY: as for the logging imports. The host does not return from this import.
+                unsafe { imports::$name(ptr, len) };
+                // Should a host ever return, trapping is the only way to honour `!`.
+                core::arch::wasm32::unreachable()
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            panic!(concat!($prefix, ": {}"), message)
+        }
+    )*};
+}
+
+ending! {
+    /// Ends the call through `forge.fail` (`overlay_error`).
+    fail, native: "overlay failed";
+    /// Ends the call through `forge.reject_input` (`invalid_input`).
+    reject_input, native: "invalid input";
 }
 
 /// Declares one raw request / response wrapper per import: `Some((addr, len))` of the response

@@ -44,7 +44,8 @@
 //!
 //! | situation | the call's result |
 //! |---|---|
-//! | arguments do not deserialise into your type | failure (`overlay_error`), "invalid arguments: ..." |
+//! | arguments do not deserialise into your type | failure (`invalid_input`, the caller's fault), "invalid arguments: ..." |
+//! | your function returns `Err(Error::invalid_input(..))` | failure (`invalid_input`), via `forge.reject_input` |
 //! | your function returns `Err(e)` | failure (`overlay_error`) with `e`'s message, via `forge.fail` |
 //! | `Ok(v)`, `v` serialises to a JSON object | success, result `v` |
 //! | `Ok(v)`, `v` serialises to `null` (`None`, `()`) | success, result `null` |
@@ -85,7 +86,9 @@ use std::fmt;
 /// Why an entry point failed: its message becomes the failed call's `error`.
 ///
 /// `?` converts any [`std::error::Error`] into it (a [`HostError`], a `serde_json::Error`, a
-/// parse error, ...), keeping its message; [`Error::new`] makes one from text.
+/// parse error, ...), keeping its message; [`Error::new`] makes one from text. Such failures are
+/// the overlay's (`overlay_error`); [`Error::invalid_input`] says the caller's input was wrong
+/// instead (`invalid_input`), which never counts toward the overlay's quarantine.
 ///
 /// ```
 /// use forge_sdk::Error;
@@ -101,15 +104,32 @@ use std::fmt;
 // makes the blanket `From` possible.
 pub struct Error {
     message: String,
+    invalid_input: bool,
 }
 
 impl Error {
     pub fn new(message: impl fmt::Display) -> Self {
-        Error { message: message.to_string() }
+        Error { message: message.to_string(), invalid_input: false }
+    }
+
+    /// The caller's arguments are not what the entry point accepts: the call fails as
+    /// `invalid_input` (through `forge.reject_input`), which is not held against the overlay.
+    ///
+    /// ```
+    /// let err = forge_sdk::Error::invalid_input("`n` must be positive");
+    /// assert!(err.is_invalid_input());
+    /// assert!(!forge_sdk::Error::new("disk full").is_invalid_input());
+    /// ```
+    pub fn invalid_input(message: impl fmt::Display) -> Self {
+        Error { message: message.to_string(), invalid_input: true }
     }
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    pub fn is_invalid_input(&self) -> bool {
+        self.invalid_input
     }
 }
 
@@ -137,6 +157,13 @@ impl fmt::Debug for Error {
 /// deep inside code that cannot return an error. On native targets it panics with the message.
 pub fn fail(message: &str) -> ! {
     host::fail(message)
+}
+
+/// Ends the call at once as an `invalid_input` failure (`forge.reject_input`): the caller's input
+/// is wrong, which is not held against the overlay. Returning `Err(Error::invalid_input(..))` does
+/// the same. On native targets it panics with the message.
+pub fn reject_input(message: &str) -> ! {
+    host::reject_input(message)
 }
 
 /// Runs `handler` on the JSON `input` exactly as an exported entry point does, without the ABI:
@@ -168,7 +195,8 @@ where
     E: Into<Error>,
     F: FnOnce(A) -> Result<O, E>,
 {
-    let args: A = serde_json::from_slice(input).map_err(|e| Error::new(format!("invalid arguments: {e}")))?;
+    let args: A =
+        serde_json::from_slice(input).map_err(|e| Error::invalid_input(format!("invalid arguments: {e}")))?;
     let output = handler(args).map_err(Into::into)?;
     let json = serde_json::to_vec(&output)
         .map_err(|e| Error::new(format!("the result could not be serialised: {e}")))?;
@@ -306,6 +334,7 @@ pub mod __private {
         match result {
             Ok(Some(json)) => memory::leak_packed(json),
             Ok(None) => 0,
+            Err(error) if error.is_invalid_input() => reject_input(error.message()),
             Err(error) => fail(error.message()),
         }
     }
@@ -348,8 +377,10 @@ mod tests {
     fn bad_arguments_say_what_is_wrong() {
         let err = handle(br#"{"m": 1}"#, double).unwrap_err();
         assert!(err.message().starts_with("invalid arguments: missing field `n`"), "{err}");
+        assert!(err.is_invalid_input(), "the caller's fault");
         let err = handle(b"not json", double).unwrap_err();
-        assert!(err.message().starts_with("invalid arguments:"), "{err}");
+        assert!(err.message().starts_with("invalid arguments:") && err.is_invalid_input(), "{err}");
+        assert!(!handle(br#"{"n": 5000}"#, double).unwrap_err().is_invalid_input(), "the overlay's own");
     }
 
     #[test]
@@ -411,6 +442,12 @@ mod tests {
     #[should_panic(expected = "overlay failed: stop")]
     fn fail_panics_natively() {
         fail("stop");
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid input: no such unit")]
+    fn reject_input_panics_natively() {
+        reject_input("no such unit");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use forge_model::QuarantinePolicy;
 use forge_service::ServiceConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -118,6 +119,21 @@ pub struct ServerConfig {
     )]
     pub max_in_flight_per_overlay: usize,
 
+    /// How many of an overlay's most recent calls the quarantine rule judges (at least 10 of them,
+    /// more than half failed: quarantined), between 10 and 10000. Host and caller faults are not
+    /// in it.
+    ///
+    /// Smaller reacts faster to an overlay that starts failing but judges on fewer calls; larger is
+    /// steadier but lets a failing overlay run longer after a good past, and costs a byte per call in
+    /// its database row.
+    #[arg(
+        long,
+        env = "FORGE_QUARANTINE_WINDOW_CALLS",
+        value_name = "N",
+        default_value_t = QuarantinePolicy::default().window_calls
+    )]
+    pub quarantine_window_calls: u32,
+
     /// Log line format on stderr: `text`, or `json` (one object per line, for log shippers).
     #[arg(long, env = "FORGE_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -225,6 +241,10 @@ impl ServerConfig {
                 .then(|| format!("max_in_flight must be between 1 and {max_instances}")),
             (self.max_in_flight_per_overlay == 0)
                 .then(|| "max_in_flight_per_overlay must be at least 1".to_owned()),
+            (!QuarantinePolicy::WINDOW_CALLS_RANGE.contains(&self.quarantine_window_calls)).then(|| {
+                let range = QuarantinePolicy::WINDOW_CALLS_RANGE;
+                format!("quarantine_window_calls must be between {} and {}", range.start(), range.end())
+            }),
             self.admin_token
                 .as_deref()
                 .is_some_and(|token| token.trim().len() < MIN_ADMIN_TOKEN_CHARS)
@@ -250,6 +270,10 @@ impl ServerConfig {
             max_in_flight: self.max_in_flight,
             max_in_flight_per_overlay: self.max_in_flight_per_overlay,
             failed_auth_per_minute: self.failed_auth_per_minute,
+            quarantine: QuarantinePolicy {
+                window_calls: self.quarantine_window_calls,
+                ..defaults.quarantine
+            },
             runtime: forge_runtime::RuntimeConfig { compiled_cache_dir, ..defaults.runtime.clone() },
             ..defaults
         }
@@ -390,6 +414,14 @@ mod tests {
 
         assert!(load(None, &["--database-url", "mysql://x"]).is_err());
         assert!(load(Some(&dir.path().join("missing.toml")), &[]).is_err());
+
+        for outside in ["9", "10001"] {
+            let err = load(None, &["--quarantine-window-calls", outside]).unwrap_err().to_string();
+            assert!(err.contains("quarantine_window_calls must be between 10 and 10000"), "{err}");
+        }
+        let window = load(None, &["--quarantine-window-calls", "50"]).unwrap();
+        assert_eq!(window.service_config().quarantine.window_calls, 50);
+        assert_eq!(ServerConfig::default().service_config().quarantine, QuarantinePolicy::default());
     }
 
     #[test]

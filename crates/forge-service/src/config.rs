@@ -9,7 +9,11 @@ pub struct ServiceConfig {
     pub runtime: RuntimeConfig,
 
     /// When an overlay is quarantined automatically. Default: Forge's rule, at least 10 invocations
-    /// and a failure rate above 0.5.
+    /// and a failure rate above 0.5, judged over the overlay's last 100 counted calls.
+    ///
+    /// A smaller window reacts faster to an overlay that starts failing but judges on fewer calls;
+    /// a larger one is steadier but lets a failing overlay with a good past run longer (up to about
+    /// half a window of failures) and costs a byte per call in its database row.
     pub quarantine: QuarantinePolicy,
 
     /// How long an overlay record read from the database is used before it is read again.

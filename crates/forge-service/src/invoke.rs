@@ -79,7 +79,8 @@ impl OverlayService {
             trust_level: overlay.trust_level,
         };
         let outcome = self.inner.runtime.invoke(&prepared, &identity, &invocation).await?;
-        self.inner.recorder.record(id, &outcome.result);
+        let deadline_shortened = invocation.shortens_deadline(overlay.manifest.max_execution_ms);
+        self.inner.recorder.record(id, &outcome.result, deadline_shortened);
         entry.series.observe(&outcome.result);
         for line in &outcome.log.lines {
             tracing::debug!(overlay = %entry.label, level = ?line.level, "{}", line.message);
@@ -176,7 +177,7 @@ impl OverlayService {
 
     /// Brings a health batch's view of an overlay into the cache, and reports a quarantine it made.
     pub(crate) fn apply_health_outcome(&self, outcome: HealthOutcome) {
-        let (quarantined, failure_rate) = (outcome.quarantined, outcome.health.failure_rate());
+        let (quarantined, failure_rate) = (outcome.quarantined, outcome.health.recent.failure_rate());
         let Some(entry) = self.inner.overlays.apply(outcome) else { return };
         if quarantined {
             tracing::warn!(overlay = %entry.label, failure_rate, "overlay quarantined automatically");

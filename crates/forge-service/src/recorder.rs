@@ -29,13 +29,15 @@ pub(crate) struct HealthRecorder {
 }
 
 impl HealthRecorder {
-    pub(crate) fn record(&self, overlay_id: Uuid, result: &OverlayResult) {
+    /// Counts one result; `deadline_shortened`: the caller asked for a deadline below the
+    /// manifest's (its timeout is then the caller's doing).
+    pub(crate) fn record(&self, overlay_id: Uuid, result: &OverlayResult, deadline_shortened: bool) {
         let now = Utc::now();
-        self.pending
-            .lock()
-            .entry(overlay_id)
-            .or_insert_with(|| HealthDelta::new(overlay_id, now))
-            .add(result, now);
+        self.pending.lock().entry(overlay_id).or_insert_with(|| HealthDelta::new(overlay_id, now)).add(
+            result,
+            deadline_shortened,
+            now,
+        );
         self.wake.notify_one();
     }
 
@@ -43,15 +45,14 @@ impl HealthRecorder {
         self.pending.lock().drain().map(|(_, delta)| delta).collect()
     }
 
+    /// Returns a batch that could not be written; its calls go ahead of those recorded meanwhile.
     fn put_back(&self, batch: Vec<HealthDelta>) {
         let mut pending = self.pending.lock();
-        for delta in batch {
-            match pending.get_mut(&delta.overlay_id) {
-                Some(newer) => newer.merge(delta),
-                None => {
-                    pending.insert(delta.overlay_id, delta);
-                }
+        for mut delta in batch {
+            if let Some(newer) = pending.remove(&delta.overlay_id) {
+                delta.merge(newer);
             }
+            pending.insert(delta.overlay_id, delta);
         }
     }
 }

@@ -43,30 +43,46 @@ fn event(
     }
 }
 
-/// The event of an automatic quarantine, with the numbers that triggered it; storage records it in
-/// the transaction that quarantines.
+/// The event of an automatic quarantine, with the numbers of the window that triggered it
+/// (`probation_failed` when the overlay failed its first window after a release); storage records
+/// it in the transaction that quarantines.
 pub(crate) fn auto_quarantine_event(
     overlay_id: Uuid,
     health: &OverlayHealth,
     policy: QuarantinePolicy,
 ) -> NewAuditEvent {
-    let rate = health.failure_rate();
+    let window = &health.recent;
+    let rate = window.failure_rate();
+    let numbers = format!(
+        "failure rate {:.1}% over its last {} counted invocations is above {:.1}%",
+        rate * 100.0,
+        window.calls(),
+        policy.max_failure_rate * 100.0
+    );
+    let (action, reason) = if health.on_probation {
+        (
+            AuditAction::ProbationFailed,
+            format!("failed its probation after a release from quarantine: {numbers}"),
+        )
+    } else {
+        (AuditAction::AutoQuarantine, numbers)
+    };
     NewAuditEvent {
         overlay_id,
         actor: "system".into(),
-        action: AuditAction::AutoQuarantine,
+        action,
         from_state: Some(OverlayState::Active),
         to_state: Some(OverlayState::Quarantined),
-        reason: Some(format!(
-            "failure rate {:.1}% over {} invocations is above {:.1}%",
-            rate * 100.0,
-            health.invocation_count,
-            policy.max_failure_rate * 100.0
-        )),
+        reason: Some(reason),
         details: details(json!({
             "failure_rate": rate,
+            "window_invocation_count": window.calls(),
+            "window_failure_count": window.failures(),
+            "window_calls": policy.window_calls,
             "invocation_count": health.invocation_count,
             "failure_count": health.failure_count,
+            "host_failure_count": health.host_failure_count,
+            "caller_failure_count": health.caller_failure_count,
         })),
     }
 }

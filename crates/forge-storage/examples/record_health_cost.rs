@@ -54,6 +54,9 @@ fn deltas(ids: &[Uuid]) -> Vec<HealthDelta> {
             let mut delta = HealthDelta::new(*id, Utc::now());
             delta.invocations = 4;
             delta.failures = 1;
+            for failed in [false, false, false, true] {
+                delta.recent.push(failed);
+            }
             delta.total_execution_ms = 3.5;
             delta.latency_buckets[4] = 4;
             delta.last_error = Some("trap".into());

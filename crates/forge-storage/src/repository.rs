@@ -5,8 +5,9 @@ use crate::error::StorageError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_model::{
-    AuditEvent, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay, OverlayFilter,
-    OverlayHealth, OverlayResult, OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
+    AuditEvent, Blame, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay,
+    OverlayFilter, OverlayHealth, OverlayResult, OverlayState, Page, PageRequest, QuarantinePolicy,
+    RecentCalls, TrustLevel, User,
 };
 use uuid::Uuid;
 
@@ -41,9 +42,9 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Moves an overlay from `expected_from` to `to` only if it is still in `expected_from`
     /// (compare-and-set), so two concurrent transitions cannot both succeed. `None` if the overlay is
-    /// gone or in another state; then nothing is written. `reset_health` zeroes every health field
-    /// (the health becomes [`OverlayHealth::default`]) and the latency histogram, as releasing from
-    /// quarantine does.
+    /// gone or in another state; then nothing is written. `reset_health` zeroes every health field,
+    /// the window of recent calls and the latency histogram, and puts the overlay on probation, as
+    /// releasing from quarantine does.
     async fn transition(
         &self,
         id: Uuid,
@@ -66,8 +67,10 @@ pub trait Repository: Send + Sync + 'static {
     async fn delete_overlay(&self, id: Uuid, event: NewAuditEvent) -> Result<bool>;
 
     /// Applies a batch of health deltas in one transaction and quarantines, exactly once, every active
-    /// overlay that `policy` says should be, recording `quarantine_event`'s event for it in the same
-    /// transaction. See [`HealthDelta`] and [`HealthOutcome`].
+    /// overlay that `policy` says should be (judging the window of its `policy.window_calls` most
+    /// recent counted calls, stored with the counters), recording `quarantine_event`'s event for it
+    /// in the same transaction. An overlay on probation whose window fills without a quarantine
+    /// leaves probation. See [`HealthDelta`] and [`HealthOutcome`].
     ///
     /// Counters are incremented in the database (`x = x + n`), never read, changed and written back,
     /// and the quarantine is a conditional update of an `active` row; so any number of processes may
@@ -127,8 +130,9 @@ pub trait Repository: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Words the audit event of an automatic quarantine from the health that triggered it. The service
-/// words every event; storage records this one in the transaction that quarantines.
+/// Words the audit event of an automatic quarantine from the health that triggered it (with
+/// `on_probation` still telling whether the overlay was on probation). The service words every
+/// event; storage records this one in the transaction that quarantines.
 pub type QuarantineEvent =
     fn(overlay_id: Uuid, health: &OverlayHealth, policy: QuarantinePolicy) -> NewAuditEvent;
 
@@ -142,6 +146,10 @@ pub struct HealthDelta {
     pub failures: u64,
     /// Failures the host caused; counted apart (see [`OverlayHealth::failure_rate`]).
     pub host_failures: u64,
+    /// Failures the caller caused; counted apart too.
+    pub caller_failures: u64,
+    /// These invocations that count (neither host nor caller faults), in order, for the window.
+    pub recent: RecentCalls,
     pub total_execution_ms: f64,
     /// Invocations per bucket of [`LatencyHistogram::BOUNDS_MS`].
     pub latency_buckets: [u64; LatencyHistogram::BUCKETS],
@@ -159,6 +167,8 @@ impl HealthDelta {
             invocations: 0,
             failures: 0,
             host_failures: 0,
+            caller_failures: 0,
+            recent: RecentCalls::default(),
             total_execution_ms: 0.0,
             latency_buckets: [0; LatencyHistogram::BUCKETS],
             last_invoked_at: at,
@@ -166,14 +176,18 @@ impl HealthDelta {
         }
     }
 
-    /// Counts one invocation's result: host faults apart from the overlay's own failures.
-    pub fn add(&mut self, result: &OverlayResult, at: DateTime<Utc>) {
+    /// Counts one invocation's result: host and caller faults apart from the overlay's own
+    /// failures. `deadline_shortened`: the caller asked for a deadline below the manifest's.
+    pub fn add(&mut self, result: &OverlayResult, deadline_shortened: bool, at: DateTime<Utc>) {
         self.invocations += 1;
-        match result.error_kind {
-            Some(kind) if kind.is_host_fault() => self.host_failures += 1,
-            Some(_) => self.failures += 1,
-            None if !result.success => self.failures += 1,
-            None => {}
+        match result.blame(deadline_shortened) {
+            None => self.recent.push(false),
+            Some(Blame::Overlay) => {
+                self.failures += 1;
+                self.recent.push(true);
+            }
+            Some(Blame::Host) => self.host_failures += 1,
+            Some(Blame::Caller) => self.caller_failures += 1,
         }
         if result.error.is_some() {
             self.last_error.clone_from(&result.error);
@@ -183,13 +197,15 @@ impl HealthDelta {
         self.last_invoked_at = self.last_invoked_at.max(at);
     }
 
-    /// Folds another delta of the same overlay into this one (a batch that could not be written
-    /// goes back to wait for the next).
+    /// Folds a later delta of the same overlay into this one (a batch that could not be written
+    /// goes back to wait for the next, ahead of what was recorded meanwhile).
     pub fn merge(&mut self, other: HealthDelta) {
         debug_assert_eq!(self.overlay_id, other.overlay_id);
         self.invocations += other.invocations;
         self.failures += other.failures;
         self.host_failures += other.host_failures;
+        self.caller_failures += other.caller_failures;
+        self.recent.append(&other.recent);
         self.total_execution_ms += other.total_execution_ms;
         for (mine, theirs) in self.latency_buckets.iter_mut().zip(other.latency_buckets) {
             *mine += theirs;
@@ -223,15 +239,20 @@ mod tests {
         let t0 = Utc::now();
         let t1 = t0 + chrono::Duration::seconds(1);
         let mut first = HealthDelta::new(Uuid::nil(), t0);
-        first.add(&OverlayResult::failed(ErrorKind::Trap, "old", 1.0, 1), t0);
+        first.add(&OverlayResult::failed(ErrorKind::Trap, "old", 1.0, 1), false, t0);
         let mut second = HealthDelta::new(Uuid::nil(), t1);
-        second.add(&OverlayResult::ok(None, 3.0, 1), t1);
-        second.add(&OverlayResult::failed(ErrorKind::HostError, "new", 2.0, 1), t1);
+        second.add(&OverlayResult::ok(None, 3.0, 1), false, t1);
+        second.add(&OverlayResult::failed(ErrorKind::HostError, "new", 2.0, 1), false, t1);
+        second.add(&OverlayResult::failed(ErrorKind::InvalidInput, "bad args", 2.0, 1), false, t1);
         first.merge(second);
-        assert_eq!((first.invocations, first.failures, first.host_failures), (3, 1, 1));
-        assert_eq!(first.total_execution_ms, 6.0);
-        assert_eq!(first.latency_buckets.iter().sum::<u64>(), 3);
-        assert_eq!(first.last_error.as_deref(), Some("new"));
+        assert_eq!(
+            (first.invocations, first.failures, first.host_failures, first.caller_failures),
+            (4, 1, 1, 1)
+        );
+        assert_eq!(first.recent.as_str(), "-+", "the earlier delta's calls first");
+        assert_eq!(first.total_execution_ms, 8.0);
+        assert_eq!(first.latency_buckets.iter().sum::<u64>(), 4);
+        assert_eq!(first.last_error.as_deref(), Some("bad args"));
         assert_eq!(first.last_invoked_at, t1);
     }
 
@@ -240,14 +261,26 @@ mod tests {
         let t0 = Utc::now();
         let t1 = t0 + chrono::Duration::seconds(1);
         let mut delta = HealthDelta::new(Uuid::nil(), t0);
-        delta.add(&OverlayResult::ok(None, 0.3, 10), t1);
-        delta.add(&OverlayResult::failed(ErrorKind::Trap, "unreachable", 7.0, 10), t0);
-        delta.add(&OverlayResult::failed(ErrorKind::HostError, "storage down", 2.0, 10), t0);
+        delta.add(&OverlayResult::ok(None, 0.3, 10), false, t1);
+        delta.add(&OverlayResult::failed(ErrorKind::Trap, "unreachable", 7.0, 10), false, t0);
+        delta.add(&OverlayResult::failed(ErrorKind::HostError, "storage down", 2.0, 10), false, t0);
         assert_eq!((delta.invocations, delta.failures, delta.host_failures), (3, 1, 1));
+        assert_eq!(delta.recent.as_str(), "+-", "host faults stay out of the window");
         assert_eq!(delta.last_error.as_deref(), Some("storage down"));
         assert!((delta.total_execution_ms - 9.3).abs() < 1e-9);
         assert_eq!(delta.latency_buckets.iter().sum::<u64>(), 3);
         assert_eq!(delta.latency_buckets[LatencyHistogram::bucket_of(7.0)], 1);
         assert_eq!(delta.last_invoked_at, t1, "the latest time wins, whatever the order");
+    }
+
+    #[test]
+    fn caller_faults_are_counted_apart_and_stay_out_of_the_window() {
+        let t0 = Utc::now();
+        let mut delta = HealthDelta::new(Uuid::nil(), t0);
+        delta.add(&OverlayResult::failed(ErrorKind::InvalidInput, "not a number", 1.0, 1), false, t0);
+        delta.add(&OverlayResult::failed(ErrorKind::Timeout, "late", 100.0, 1), true, t0);
+        delta.add(&OverlayResult::failed(ErrorKind::Timeout, "late", 100.0, 1), false, t0);
+        assert_eq!((delta.invocations, delta.failures, delta.caller_failures), (3, 1, 2));
+        assert_eq!(delta.recent.as_str(), "-", "only the timeout under the manifest's own deadline counts");
     }
 }

@@ -35,10 +35,13 @@ struct Output {
 fn process(args: Args) -> Result<Output, Error> {
     let query = args.query.trim();
     if query.is_empty() {
-        return Err(Error::new("query must not be empty"));
+        return Err(Error::invalid_input("query must not be empty"));
     }
     if !(1..=MAX_LIMIT).contains(&args.limit) {
-        return Err(Error::new(format!("limit must be between 1 and {MAX_LIMIT}, got {}", args.limit)));
+        return Err(Error::invalid_input(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {}",
+            args.limit
+        )));
     }
     let hits = capsules::search(query, args.limit)?;
     log::info(&format!("capsule-insight: {} capsules match {query:?}", hits.len()));
@@ -128,9 +131,9 @@ mod tests {
     #[test]
     fn arguments_are_checked_before_any_host_call() {
         let err = handle(br#"{"query": "  "}"#, process).unwrap_err();
-        assert_eq!(err.message(), "query must not be empty");
+        assert_eq!((err.message(), err.is_invalid_input()), ("query must not be empty", true));
         let err = handle(br#"{"query": "x", "limit": 0}"#, process).unwrap_err();
-        assert!(err.message().starts_with("limit must be between 1 and 50"));
+        assert!(err.message().starts_with("limit must be between 1 and 50") && err.is_invalid_input());
     }
 
     #[test]

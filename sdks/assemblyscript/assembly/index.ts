@@ -9,6 +9,7 @@ import { JSON } from "json-as";
 @external("forge", "log_info") declare function raw_log_info(ptr: usize, len: usize): void;
 @external("forge", "log_error") declare function raw_log_error(ptr: usize, len: usize): void;
 @external("forge", "fail") declare function raw_fail(ptr: usize, len: usize): void;
+@external("forge", "reject_input") declare function raw_reject_input(ptr: usize, len: usize): void;
 @external("forge", "capsule_read") declare function raw_capsule_read(ptr: usize, len: usize): u64;
 @external("forge", "capsule_search") declare function raw_capsule_search(ptr: usize, len: usize): u64;
 @external("forge", "capsule_create") declare function raw_capsule_create(ptr: usize, len: usize): u64;
@@ -30,9 +31,18 @@ export function input(ptr: usize, len: usize): string {
   return String.UTF8.decodeUnsafe(ptr, len);
 }
 
-/** The arguments an entry point was given, parsed into `T` (a `@json` class). */
+/** True while `parseInput` parses: an abort then is the caller's bad input, not the overlay's fault. */
+let parsingInput = false;
+
+/**
+ * The arguments an entry point was given, parsed into `T` (a `@json` class). Arguments that do
+ * not parse end the call as `invalid_input` (the caller's fault, never counted toward quarantine).
+ */
 export function parseInput<T>(ptr: usize, len: usize): T {
-  return JSON.parse<T>(input(ptr, len));
+  parsingInput = true;
+  const value = JSON.parse<T>(input(ptr, len));
+  parsingInput = false;
+  return value;
 }
 
 /** Hands `json` (the text of a JSON object) back to the host, packed as `(ptr << 32) | len`. */
@@ -69,15 +79,30 @@ export function fail(message: string): void {
 }
 
 /**
+ * Ends the call as an `invalid_input` failure with `message`: the caller's arguments are wrong.
+ * Such failures are the caller's and never count toward the overlay's quarantine.
+ */
+export function rejectInput(message: string): void {
+  const bytes = String.UTF8.encode(message);
+  raw_reject_input(changetype<usize>(bytes), <usize>bytes.byteLength);
+  unreachable();
+}
+
+/**
  * AssemblyScript's `abort` (a failed assertion, a JSON parse error, an out-of-bounds access),
  * routed to `forge.fail` by building with `--use abort=forgeAbort`: the module then imports
- * nothing from `env` and the message becomes the failed call's error. It is a global so that the
- * flag does not depend on where the SDK lives.
+ * nothing from `env` and the message becomes the failed call's error (`invalid_input` when it
+ * happened while `parseInput` parsed the arguments). It is a global so that the flag does not
+ * depend on where the SDK lives.
  */
 @global
 export function forgeAbort(message: string | null, fileName: string | null, line: u32, column: u32): void {
   const text = message !== null ? message : "abort";
   const where = fileName !== null ? " at " + fileName + ":" + line.toString() + ":" + column.toString() : "";
+  if (parsingInput) {
+    parsingInput = false;
+    rejectInput("invalid arguments: " + text + where);
+  }
   fail(text + where);
 }
 

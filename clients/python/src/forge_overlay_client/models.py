@@ -47,7 +47,7 @@ class LifecycleAction(str, Enum):
 
 
 class AuditAction(str, Enum):
-    """What an audit event records; `auto_quarantine` is the service's own."""
+    """What an audit event records; `auto_quarantine` and `probation_failed` are the service's own."""
 
     REGISTER = "register"
     ACTIVATE = "activate"
@@ -57,6 +57,7 @@ class AuditAction(str, Enum):
     RELEASE = "release"
     DEPRECATE = "deprecate"
     AUTO_QUARANTINE = "auto_quarantine"
+    PROBATION_FAILED = "probation_failed"
     SET_TRUST_LEVEL = "set_trust_level"
     DELETE = "delete"
 
@@ -83,8 +84,10 @@ class CapabilityName(str, Enum):
 
 
 class ErrorKind(str, Enum):
-    """Why an invocation failed; `HOST_ERROR` is the host's fault, never held against the overlay."""
+    """Why an invocation failed; `HOST_ERROR` is the host's fault and `INVALID_INPUT` the caller's,
+    never held against the overlay."""
 
+    INVALID_INPUT = "invalid_input"
     FUEL_EXHAUSTED = "fuel_exhausted"
     TIMEOUT = "timeout"
     MEMORY_LIMIT = "memory_limit"
@@ -180,7 +183,9 @@ class OverlayHealth(_Response):
     invocation_count: int
     failure_count: int
     host_failure_count: int
+    caller_failure_count: int
     avg_execution_ms: float
+    on_probation: bool
     last_invoked_at: datetime | None = None
     last_error: str | None = None
 
@@ -212,7 +217,12 @@ class HealthReport(_Response):
     invocation_count: int
     failure_count: int
     host_failure_count: int
+    caller_failure_count: int
     failure_rate: float
+    window_invocation_count: int
+    window_failure_count: int
+    window_failure_rate: float
+    on_probation: bool
     avg_execution_ms: float
     p50_execution_ms: float | None = None
     p95_execution_ms: float | None = None

@@ -154,6 +154,17 @@ pub fn health(h: &HealthReport) -> String {
         ("invocations", h.invocation_count.to_string()),
         ("failures", format!("{} ({:.0}%)", h.failure_count, h.failure_rate * 100.0)),
         ("host faults", h.host_failure_count.to_string()),
+        ("caller faults", h.caller_failure_count.to_string()),
+        (
+            "recent calls",
+            format!(
+                "{} failed of the last {} ({:.0}%){}",
+                h.window_failure_count,
+                h.window_invocation_count,
+                h.window_failure_rate * 100.0,
+                if h.on_probation { ", on probation" } else { "" }
+            ),
+        ),
         (
             "latency",
             format!(

@@ -97,7 +97,16 @@ pub(crate) fn link(
                     log(c, LogLevel::Error, p, l)
                 })
                 .map(drop)?,
-            HostFunction::Fail => linker.func_wrap(module, name, fail).map(drop)?,
+            HostFunction::Fail => linker
+                .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
+                    fail(c, ErrorKind::OverlayError, p, l)
+                })
+                .map(drop)?,
+            HostFunction::RejectInput => linker
+                .func_wrap(module, name, |c: Caller<'_, CallState>, p: i32, l: i32| {
+                    fail(c, ErrorKind::InvalidInput, p, l)
+                })
+                .map(drop)?,
             HostFunction::CapsuleRead => link_request(linker, name, capsules::read, grants)?,
             HostFunction::CapsuleSearch => link_request(linker, name, capsules::search, grants)?,
             HostFunction::CapsuleCreate => link_request(linker, name, capsules::create, grants)?,
@@ -129,10 +138,12 @@ fn log(caller: Caller<'_, CallState>, level: LogLevel, ptr: i32, len: i32) -> wa
     Ok(())
 }
 
-fn fail(caller: Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<()> {
+/// `fail` (`overlay_error`) and `reject_input` (`invalid_input`): end the call with the guest's
+/// message.
+fn fail(caller: Caller<'_, CallState>, kind: ErrorKind, ptr: i32, len: i32) -> wasmtime::Result<()> {
     let state = caller.data();
     let bytes = state.guest_bytes(&caller, ptr, len, state.limits.max_log_bytes)?;
-    Err(Abort::new(ErrorKind::OverlayError, String::from_utf8_lossy(bytes)).into())
+    Err(Abort::new(kind, String::from_utf8_lossy(bytes)).into())
 }
 
 /// What a request / response host function sees of its call.

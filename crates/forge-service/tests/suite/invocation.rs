@@ -1,7 +1,10 @@
 //! The invocation pipeline: its refusals in order, metrics, health and quarantine.
 
 use crate::common::*;
-use forge_model::{ErrorCode, ErrorKind, LifecycleAction, OverlayState, PageRequest, Role, TrustLevel};
+use forge_model::{
+    AuditAction, ErrorCode, ErrorKind, LifecycleAction, OverlayInvocation, OverlayState, PageRequest, Role,
+    TrustLevel,
+};
 use forge_service::ServiceConfig;
 use serde_json::json;
 use std::time::Duration;
@@ -232,4 +235,111 @@ pub async fn state_changes_apply_to_the_next_invocation(env: &Env) {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let there = other.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap_err();
     assert!(there.message.contains("is suspended"), "another process sees it within record_refresh");
+}
+
+/// A guest that says every input is invalid (`forge.reject_input`).
+const REJECTING_WAT: &str = r#"(module
+  (import "forge" "reject_input" (func $reject (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "`n` must be a number")
+  (func (export "forge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "process") (param i32 i32) (result i64) (call $reject (i32.const 16) (i32.const 20)) (i64.const 0)))"#;
+
+/// A guest that never returns.
+const SPIN_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "forge_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "spin") (param i32 i32) (result i64) (loop $forever (br $forever)) (i64.const 0)))"#;
+
+async fn active_wat(env: &Env, manifest: forge_model::OverlayManifest, wat: &str) -> uuid::Uuid {
+    let overlay = env.register_as(&user(), manifest, wat.as_bytes().to_vec()).await.unwrap();
+    env.service.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap().id
+}
+
+/// Invalid input and timeouts under a deadline the caller shortened are the caller's doing: they are
+/// counted and shown, never held against the overlay. A timeout under the manifest's own deadline is.
+pub async fn failures_the_caller_caused_do_not_quarantine(env: &Env) {
+    let svc = &env.service;
+    let rejecting = active_wat(env, manifest_named("rejecting", "1.0.0", ""), REJECTING_WAT).await;
+    for _ in 0..20 {
+        let result = svc.invoke(&user(), rejecting, invocation("process", json!({"n": "x"}))).await.unwrap();
+        assert_eq!(result.error_kind, Some(ErrorKind::InvalidInput), "{result:?}");
+        assert_eq!(result.error.as_deref(), Some("`n` must be a number"));
+    }
+    let health = svc.health(&user(), rejecting).await.unwrap();
+    assert_eq!(health.state, OverlayState::Active);
+    assert_eq!((health.invocation_count, health.caller_failure_count, health.failure_count), (20, 20, 0));
+    assert_eq!((health.window_invocation_count, health.failure_rate), (0, 0.0));
+    assert_eq!(health.last_error.as_deref(), Some("`n` must be a number"), "visible in the report");
+
+    let spin_manifest = manifest_named(
+        "spin",
+        "1.0.0",
+        "entry_points = [\"spin\"]\nmax_execution_ms = 200\nmax_fuel = 1000000000000000",
+    );
+    let spin = active_wat(env, spin_manifest, SPIN_WAT).await;
+    let hurried = OverlayInvocation { timeout_ms: Some(100), ..invocation("spin", json!({})) };
+    for _ in 0..12 {
+        let result = svc.invoke(&user(), spin, hurried.clone()).await.unwrap();
+        assert_eq!(result.error_kind, Some(ErrorKind::Timeout));
+    }
+    let health = svc.health(&user(), spin).await.unwrap();
+    assert_eq!(
+        (health.state, health.caller_failure_count, health.failure_count),
+        (OverlayState::Active, 12, 0)
+    );
+
+    // The manifest's own deadline: the overlay's fault.
+    for _ in 0..10 {
+        let result = svc.invoke(&user(), spin, invocation("spin", json!({}))).await.unwrap();
+        assert_eq!(result.error_kind, Some(ErrorKind::Timeout));
+    }
+    let health = svc.health(&user(), spin).await.unwrap();
+    assert_eq!(
+        (health.state, health.failure_count, health.window_failure_count),
+        (OverlayState::Quarantined, 10, 10)
+    );
+}
+
+/// Released from quarantine, an overlay that fails its first window goes straight back, with its own
+/// audit event.
+pub async fn an_overlay_failing_its_probation_goes_straight_back(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Sandbox).await;
+    let fail = || invocation("fail", json!({"message": "still broken"}));
+    for _ in 0..10 {
+        svc.invoke(&user(), overlay.id, fail()).await.unwrap();
+    }
+    assert_eq!(svc.health(&user(), overlay.id).await.unwrap().state, OverlayState::Quarantined);
+    svc.transition(&admin(), overlay.id, LifecycleAction::Release, Some("fixed, we hope".into()))
+        .await
+        .unwrap();
+    assert!(svc.health(&user(), overlay.id).await.unwrap().on_probation);
+
+    for _ in 0..4 {
+        svc.invoke(&user(), overlay.id, invocation("process", echo_args())).await.unwrap();
+    }
+    for _ in 0..6 {
+        svc.invoke(&user(), overlay.id, fail()).await.unwrap();
+    }
+    let health = svc.health(&user(), overlay.id).await.unwrap();
+    assert_eq!((health.state, health.on_probation), (OverlayState::Quarantined, false));
+    let events = svc.events(&admin(), overlay.id, PageRequest::new(None, Some(100))).await.unwrap();
+    let actions: Vec<AuditAction> = events.items.iter().map(|e| e.action).collect();
+    assert_eq!(actions.iter().filter(|a| **a == AuditAction::AutoQuarantine).count(), 1);
+    let relapse = events.items.last().unwrap();
+    assert_eq!((relapse.action, relapse.actor.as_str()), (AuditAction::ProbationFailed, "system"));
+    let reason = relapse.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "failed its probation after a release from quarantine: failure rate 60.0% over its last 10"
+        ),
+        "{reason}"
+    );
+    assert_eq!(relapse.details["window_failure_count"], 6);
+    assert!(
+        svc.metrics()
+            .render()
+            .contains(r#"forge_quarantines_total{overlay="echo@0.1.0",trigger="automatic"} 2"#)
+    );
 }

@@ -239,9 +239,10 @@ pub async fn release_resets_health(env: &Env) {
     assert_eq!(svc.get(&admin(), overlay.id).await.unwrap().health.failure_count, 3);
     let released = svc.transition(&admin(), overlay.id, LifecycleAction::Release, None).await.unwrap();
     assert_eq!(released.state, OverlayState::Active);
-    assert_eq!(released.health, Default::default());
+    let on_probation = forge_model::OverlayHealth { on_probation: true, ..Default::default() };
+    assert_eq!(released.health, on_probation, "emptied, and on probation for its first window");
     let health = svc.health(&user(), overlay.id).await.unwrap();
-    assert_eq!((health.invocation_count, health.p50_execution_ms), (0, None));
+    assert_eq!((health.invocation_count, health.p50_execution_ms, health.on_probation), (0, None, true));
 }
 
 pub async fn trust_level_is_admin_only_and_bounded(env: &Env) {

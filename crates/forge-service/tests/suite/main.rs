@@ -64,6 +64,8 @@ suite! {
         too_many_in_flight_is_refused_with_retry_after,
         capsule_insight_reads_and_writes_through_the_service,
         state_changes_apply_to_the_next_invocation,
+        failures_the_caller_caused_do_not_quarantine,
+        an_overlay_failing_its_probation_goes_straight_back,
     ],
     capsules_and_users: [
         capsules_are_filtered_by_trust,

@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 /// Columns of [`OverlayHealth`] plus the state and trust that the quarantine rule reads.
 macro_rules! health_columns {
     () => {
-        "state, trust_level, invocation_count, failure_count, host_failure_count, total_execution_ms, \
-         last_invoked_at, last_error"
+        "state, trust_level, invocation_count, failure_count, host_failure_count, caller_failure_count, \
+         total_execution_ms, last_invoked_at, last_error, recent_calls, on_probation"
     };
 }
 
@@ -47,8 +47,10 @@ macro_rules! user_columns {
 pub(super) const INSERT_OVERLAY: &str = concat!(
     "INSERT INTO overlays (id, name, version, manifest, state, trust_level, wasm_key, wasm_hash, source_hash, \
      submitted_by, requires_approval, created_at, updated_at, invocation_count, failure_count, \
-     host_failure_count, total_execution_ms, last_invoked_at, last_error) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING ",
+     host_failure_count, total_execution_ms, last_invoked_at, last_error, caller_failure_count, recent_calls, \
+     on_probation) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+     $22) RETURNING ",
     overlay_columns!()
 );
 pub(super) const INSERT_CAPABILITY: &str =
@@ -75,9 +77,11 @@ pub(super) const SET_TRUST: &str = concat!(
 );
 pub(super) const DELETE_OVERLAY: &str = "DELETE FROM overlays WHERE id = $1";
 /// The compare-and-set that makes an automatic quarantine happen once: only an overlay still in
-/// `$3` (active) moves.
+/// `$3` (active) moves. A quarantine ends any probation.
 pub(super) const QUARANTINE_IF: &str =
-    "UPDATE overlays SET state = $2, updated_at = $4 WHERE id = $1 AND state = $3";
+    "UPDATE overlays SET state = $2, updated_at = $4, on_probation = FALSE WHERE id = $1 AND state = $3";
+/// An overlay came through its first window after a release.
+pub(super) const END_PROBATION: &str = "UPDATE overlays SET on_probation = FALSE WHERE id = $1";
 
 pub(super) const INSERT_EVENT: &str = "INSERT INTO audit_events \
      (overlay_id, actor, action, from_state, to_state, reason, details, created_at) \
@@ -132,27 +136,33 @@ fn bucket_assignments(value: impl Fn(usize) -> String) -> String {
 }
 
 /// Parameter number of bucket 0 in [`RECORD_HEALTH`].
-pub(super) const FIRST_BUCKET_PARAM: usize = 8;
+pub(super) const FIRST_BUCKET_PARAM: usize = 11;
 
 /// Adds one delta in a single statement; every counter is incremented where it is stored, so
-/// concurrent writers serialise on the row lock and none of their increments is lost.
+/// concurrent writers serialise on the row lock and none of their increments is lost. The window of
+/// recent calls (`$9`, the delta's calls in order) is appended where it is stored too and cut to
+/// its last `$10` calls.
 pub(super) static RECORD_HEALTH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE overlays SET invocation_count = invocation_count + $2, failure_count = failure_count + $3, \
          host_failure_count = host_failure_count + $4, total_execution_ms = total_execution_ms + $5, \
          last_invoked_at = CASE WHEN last_invoked_at IS NULL OR last_invoked_at < $6 THEN $6 \
-         ELSE last_invoked_at END, last_error = COALESCE($7, last_error), {buckets} \
+         ELSE last_invoked_at END, last_error = COALESCE($7, last_error), \
+         caller_failure_count = caller_failure_count + $8, \
+         recent_calls = substr(recent_calls || $9, CAST(CASE WHEN length(recent_calls || $9) > $10 \
+         THEN length(recent_calls || $9) - $10 + 1 ELSE 1 END AS INTEGER)), {buckets} \
          WHERE id = $1 RETURNING {health}",
         buckets = bucket_assignments(|b| format!("{} + ${}", bucket_column(b), FIRST_BUCKET_PARAM + b)),
         health = health_columns!(),
     )
 });
 
-/// [`TRANSITION`] that also empties the health and the histogram.
+/// [`TRANSITION`] that also empties the health and the histogram and starts a probation.
 pub(super) static TRANSITION_RESETTING_HEALTH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE overlays SET state = $3, updated_at = $4, invocation_count = 0, failure_count = 0, \
-         host_failure_count = 0, total_execution_ms = 0, last_invoked_at = NULL, last_error = NULL, {buckets} \
+         host_failure_count = 0, caller_failure_count = 0, total_execution_ms = 0, last_invoked_at = NULL, \
+         last_error = NULL, recent_calls = '', on_probation = TRUE, {buckets} \
          WHERE id = $1 AND state = $2 RETURNING {columns}",
         buckets = bucket_assignments(|_| "0".into()),
         columns = overlay_columns!(),

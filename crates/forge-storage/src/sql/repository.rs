@@ -54,7 +54,8 @@ async fn insert_event(tx: &mut Tx, event: &NewAuditEvent, at: DateTime<Utc>) -> 
     Ok(())
 }
 
-/// Applies one delta inside the batch's transaction, then the quarantine rule on the new values.
+/// Applies one delta inside the batch's transaction, then the quarantine rule on the new values; an
+/// overlay on probation that comes through its first window leaves probation.
 async fn apply_delta(
     tx: &mut Tx,
     delta: &HealthDelta,
@@ -70,6 +71,9 @@ async fn apply_delta(
         delta.total_execution_ms.into(),
         delta.last_invoked_at.into(),
         delta.last_error.as_deref().into(),
+        count(delta.caller_failures).into(),
+        delta.recent.as_str().into(),
+        i64::from(policy.window_calls).into(),
     ];
     debug_assert_eq!(args.len() + 1, FIRST_BUCKET_PARAM);
     args.extend(delta.latency_buckets.iter().map(|n| Arg::from(count(*n))));
@@ -92,7 +96,11 @@ async fn apply_delta(
             insert_event(tx, &quarantine_event(delta.overlay_id, &outcome.health, policy), at).await?;
             outcome.state = to;
             outcome.quarantined = true;
+            outcome.health.on_probation = false;
         }
+    } else if policy.ends_probation(&outcome.health) {
+        tx.execute(END_PROBATION, &[delta.overlay_id.into()]).await?;
+        outcome.health.on_probation = false;
     }
     Ok(Some(outcome))
 }
@@ -134,6 +142,9 @@ impl Repository for SqlRepository {
                     (health.avg_execution_ms * health.invocation_count as f64).into(),
                     health.last_invoked_at.into(),
                     health.last_error.as_deref().into(),
+                    count(health.caller_failure_count).into(),
+                    health.recent.as_str().into(),
+                    health.on_probation.into(),
                 ],
             )
             .await

@@ -4,8 +4,8 @@ use super::backend::Row;
 use crate::error::StorageError;
 use crate::repository::Result;
 use forge_model::{
-    AuditEvent, Capsule, CapsulePreview, Overlay, OverlayHealth, OverlayManifest, OverlayState, TrustLevel,
-    User,
+    AuditEvent, Capsule, CapsulePreview, Overlay, OverlayHealth, OverlayManifest, OverlayState, RecentCalls,
+    TrustLevel, User,
 };
 use serde_json::{Map, Value};
 
@@ -21,9 +21,12 @@ pub(super) fn health_from(row: &Row) -> Result<OverlayHealth> {
         invocation_count,
         failure_count: row.count("failure_count")?,
         host_failure_count: row.count("host_failure_count")?,
+        caller_failure_count: row.count("caller_failure_count")?,
         avg_execution_ms: if invocation_count == 0 { 0.0 } else { total_ms / invocation_count as f64 },
         last_invoked_at: row.opt_time("last_invoked_at")?,
         last_error: row.opt_text("last_error")?,
+        recent: RecentCalls::parse(&row.text("recent_calls")?).map_err(StorageError::Corrupt)?,
+        on_probation: row.bool("on_probation")?,
     })
 }
 

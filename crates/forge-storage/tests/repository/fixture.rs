@@ -54,16 +54,22 @@ pub fn event(
 }
 
 /// The caller's wording of an automatic quarantine, with the numbers it was handed: storage must
-/// pass the health as it stands after the batch.
+/// pass the health as it stands after the batch (still on probation if it was).
 pub fn quarantine_event(overlay_id: Uuid, health: &OverlayHealth, _: QuarantinePolicy) -> NewAuditEvent {
     let mut details = Map::new();
     details.insert("failure_rate".into(), json!(health.failure_rate()));
     details.insert("invocation_count".into(), json!(health.invocation_count));
     details.insert("failure_count".into(), json!(health.failure_count));
+    details.insert("window_failure_count".into(), json!(health.recent.failures()));
+    let action = if health.on_probation {
+        forge_model::AuditAction::ProbationFailed
+    } else {
+        forge_model::AuditAction::AutoQuarantine
+    };
     NewAuditEvent {
         overlay_id,
         actor: "system".into(),
-        action: forge_model::AuditAction::AutoQuarantine,
+        action,
         from_state: Some(OverlayState::Active),
         to_state: Some(OverlayState::Quarantined),
         reason: Some("quarantined for the test".into()),

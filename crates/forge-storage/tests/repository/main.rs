@@ -68,6 +68,10 @@ suite! {
         one_batch_covers_many_overlays,
         latency_histogram_of_unknown_overlay_is_not_found,
         concurrent_recorders_lose_nothing_and_quarantine_once,
+        a_long_good_past_does_not_shield_an_overlay_that_starts_failing,
+        caller_failures_are_recorded_but_not_held_against_the_overlay,
+        probation_after_a_release,
+        the_window_keeps_only_the_most_recent_calls,
     ],
     users: [
         users_are_found_by_name,

@@ -189,6 +189,7 @@ pub async fn transition_can_reset_health(db: &Db) {
     let mut delta = HealthDelta::new(o.id, chrono::Utc::now());
     delta.invocations = 12;
     delta.failures = 12;
+    delta.recent = forge_model::RecentCalls::parse(&"-".repeat(12)).unwrap();
     delta.total_execution_ms = 24.0;
     delta.latency_buckets[3] = 12;
     delta.last_error = Some("trap".into());
@@ -199,12 +200,13 @@ pub async fn transition_can_reset_health(db: &Db) {
     let release = event(o.id, "release", Some(Quarantined), Some(Active));
     let released = db.repo.transition(o.id, Quarantined, Active, true, release).await.unwrap().unwrap();
     assert_eq!(released.state, Active);
-    assert_eq!(released.health, OverlayHealth::default());
+    let on_probation = OverlayHealth { on_probation: true, ..OverlayHealth::default() };
+    assert_eq!(released.health, on_probation, "counters and window emptied, probation started");
     assert_eq!(db.repo.latency_histogram(o.id).await.unwrap().counts, vec![0; LatencyHistogram::BUCKETS]);
 
     let suspend = event(o.id, "suspend", Some(Active), Some(Suspended));
     let kept = db.repo.transition(o.id, Active, Suspended, false, suspend).await.unwrap().unwrap();
-    assert_eq!(kept.health, OverlayHealth::default());
+    assert_eq!(kept.health, on_probation);
 }
 
 pub async fn set_trust_level_records_the_change(db: &Db) {

@@ -11,6 +11,7 @@ import {
   fail,
   logInfo,
   parseInput,
+  rejectInput,
   respond,
 } from "../../assembly/index";
 export { forge_alloc } from "../../assembly/index";
@@ -36,9 +37,9 @@ class Output {
 export function process(ptr: usize, len: usize): u64 {
   const args = parseInput<Args>(ptr, len);
   const query = args.query.trim();
-  if (query.length == 0) fail("query must not be empty");
+  if (query.length == 0) rejectInput("query must not be empty");
   if (args.limit < 1 || args.limit > MAX_LIMIT) {
-    fail("limit must be between 1 and " + MAX_LIMIT.toString() + ", got " + args.limit.toString());
+    rejectInput("limit must be between 1 and " + MAX_LIMIT.toString() + ", got " + args.limit.toString());
   }
   const searched = capsuleSearch(query, args.limit);
   if (!searched.ok) fail(searched.error!.code + ": " + searched.error!.message);

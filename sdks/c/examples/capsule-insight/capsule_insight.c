@@ -138,19 +138,19 @@ static void fail_with(const forge_host_error *error) {
 
 static cJSON *process(const cJSON *args) {
     const char *raw_query = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(args, "query"));
-    if (raw_query == NULL) forge_fail("invalid arguments: `query` must be a string");
+    if (raw_query == NULL) forge_reject_input("invalid arguments: `query` must be a string");
     const cJSON *limit_item = cJSON_GetObjectItemCaseSensitive(args, "limit");
     if (limit_item != NULL && !cJSON_IsNumber(limit_item)) {
-        forge_fail("invalid arguments: `limit` must be a number");
+        forge_reject_input("invalid arguments: `limit` must be a number");
     }
     double limit = limit_item ? cJSON_GetNumberValue(limit_item) : 5;
     char *query = trimmed(raw_query);
-    if (*query == '\0') forge_fail("query must not be empty");
+    if (*query == '\0') forge_reject_input("query must not be empty");
     if (!(limit >= 1 && limit <= MAX_LIMIT)) {
         buffer b = {0};
         append_fmt(&b, "limit must be between 1 and %.0f, ", MAX_LIMIT);
         append_fmt(&b, "got %g", limit);
-        forge_fail(b.text);
+        forge_reject_input(b.text);
     }
 
     forge_host_error error;

@@ -6,7 +6,7 @@
 
 static cJSON *count_vowels(const cJSON *args) {
     const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(args, "text"));
-    if (text == NULL) forge_fail("invalid arguments: `text` must be a string");
+    if (text == NULL) forge_reject_input("invalid arguments: `text` must be a string");
     int vowels = 0;
     for (const char *c = text; *c; c++) {
         if (strchr("aeiouAEIOU", *c) != NULL) vowels++;

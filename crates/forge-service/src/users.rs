@@ -4,7 +4,9 @@ use crate::OverlayService;
 use crate::access::{Operation, require, require_trust};
 use base64::Engine;
 use chrono::Utc;
-use forge_model::{ForgeError, NewUser, Principal, Role, TrustLevel, User};
+use forge_model::api::TokenInfo;
+use forge_model::{ForgeError, NewUser, Page, PageRequest, Principal, Role, TrustLevel, User};
+use forge_storage::{BootstrapToken, StorageError};
 use parking_lot::Mutex;
 use rand::RngCore;
 use std::collections::HashMap;
@@ -80,11 +82,10 @@ impl OverlayService {
             roles,
             trust_level: new_user.trust_level,
             created_at: Utc::now(),
+            disabled: false,
         };
         let user = self.inner.repo.insert_user(&user).await.map_err(|e| match e {
-            forge_storage::StorageError::Conflict(_) => {
-                ForgeError::conflict(format!("user `{}` already exists", user.name))
-            }
+            StorageError::Conflict(_) => ForgeError::conflict(format!("user `{}` already exists", user.name)),
             other => other.into(),
         })?;
         let token = generate_token();
@@ -93,8 +94,8 @@ impl OverlayService {
     }
 
     /// Makes `token` a valid token of the user `name` holding `role`, creating the user (at `trust`)
-    /// if there is none. Idempotent: for bootstrapping from `FORGE_ADMIN_TOKEN` and for minting tokens
-    /// offline. Fails if an existing user of that name lacks the role.
+    /// if there is none. Idempotent: for minting tokens offline. Fails if an existing user of that
+    /// name lacks the role.
     pub async fn ensure_token(
         &self,
         name: &str,
@@ -106,9 +107,41 @@ impl OverlayService {
         if let Some(user) = self.inner.repo.user_by_token_hash(&hash).await? {
             return Ok(user);
         }
+        let user = self.user_with_role(name, role, trust).await?;
+        self.inner.repo.add_token(user.id, &hash).await?;
+        Ok(user)
+    }
+
+    /// Installs `FORGE_ADMIN_TOKEN` at start as the bootstrap token of the admin `name` (created at
+    /// core trust if missing). A token different from the last start's replaces it: the previous
+    /// one is revoked, and only that one. A token revoked through the API stays revoked: the server
+    /// starts, with a warning, rather than bring a revoked secret back to life. Processes starting
+    /// at once on one database all succeed.
+    pub async fn install_admin_token(&self, name: &str, token: &str) -> Result<BootstrapToken, ForgeError> {
+        let admin = self.user_with_role(name, Role::Admin, TrustLevel::Core).await?;
+        let installed = self.inner.repo.install_bootstrap_token(admin.id, &token_hash(token)).await;
+        let outcome = installed.map_err(|e| match e {
+            StorageError::Conflict(_) => ForgeError::conflict("the admin token is another user's token"),
+            other => other.into(),
+        })?;
+        match outcome {
+            BootstrapToken::Installed { replaced } if replaced > 0 => {
+                tracing::info!(replaced, "a new admin token: the previous one is revoked");
+            }
+            BootstrapToken::Revoked => tracing::warn!(
+                "the admin token was revoked and stays revoked: it does not authenticate; \
+                 set a new FORGE_ADMIN_TOKEN to get a working one"
+            ),
+            BootstrapToken::Installed { .. } | BootstrapToken::Kept => {}
+        }
+        Ok(outcome)
+    }
+
+    /// The user `name`, created with `role` at `trust` if there is none; a conflict if it exists
+    /// without the role. A concurrent creation (processes starting at once) is taken, not refused.
+    async fn user_with_role(&self, name: &str, role: Role, trust: TrustLevel) -> Result<User, ForgeError> {
         let user = match self.inner.repo.get_user_by_name(name).await? {
-            Some(user) if user.roles.contains(&role) => user,
-            Some(_) => return Err(ForgeError::conflict(format!("user `{name}` exists without role {role}"))),
+            Some(user) => user,
             None => {
                 let new_user = NewUser { name: name.into(), roles: vec![role], trust_level: trust };
                 new_user.validate()?;
@@ -118,11 +151,22 @@ impl OverlayService {
                     roles: new_user.roles,
                     trust_level: trust,
                     created_at: Utc::now(),
+                    disabled: false,
                 };
-                self.inner.repo.insert_user(&user).await?
+                match self.inner.repo.insert_user(&user).await {
+                    Ok(user) => user,
+                    Err(StorageError::Conflict(_)) => {
+                        self.inner.repo.get_user_by_name(name).await?.ok_or_else(|| {
+                            ForgeError::conflict(format!("user `{name}` was created and removed"))
+                        })?
+                    }
+                    Err(other) => return Err(other.into()),
+                }
             }
         };
-        self.inner.repo.add_token(user.id, &hash).await?;
+        if !user.roles.contains(&role) {
+            return Err(ForgeError::conflict(format!("user `{name}` exists without role {role}")));
+        }
         Ok(user)
     }
 
@@ -138,6 +182,63 @@ impl OverlayService {
         self.inner.repo.revoke_token(&hash).await?;
         self.inner.tokens.verified.lock().remove(&hash);
         Ok(())
+    }
+
+    /// A user's tokens, revoked ones too (admin): metadata only, never a token or its hash.
+    pub async fn user_tokens(
+        &self,
+        actor: &Principal,
+        name: &str,
+        page: PageRequest,
+    ) -> Result<Page<TokenInfo>, ForgeError> {
+        let user = self.managed_user(actor, name).await?;
+        Ok(self.inner.repo.list_tokens(user.id, page).await?)
+    }
+
+    /// Revokes every live token of a user (admin); returns how many. Applies at once in this
+    /// process, within `token_cache_ttl` in others.
+    pub async fn revoke_user_tokens(&self, actor: &Principal, name: &str) -> Result<u64, ForgeError> {
+        let user = self.managed_user(actor, name).await?;
+        let revoked = self.inner.repo.revoke_user_tokens(user.id).await?;
+        self.inner.tokens.forget_user(name);
+        Ok(revoked)
+    }
+
+    /// Disables a user, so that none of its tokens authenticates, or enables it again (admin). An
+    /// admin cannot disable itself (it would lock itself out). Applies at once in this process,
+    /// within `token_cache_ttl` in others.
+    pub async fn set_user_disabled(
+        &self,
+        actor: &Principal,
+        name: &str,
+        disabled: bool,
+    ) -> Result<User, ForgeError> {
+        self.managed_user(actor, name).await?;
+        if disabled && actor.name == name {
+            return Err(ForgeError::validation("an admin cannot disable itself"));
+        }
+        let user = self.inner.repo.set_user_disabled(name, disabled).await?;
+        self.inner.tokens.forget_user(name);
+        user.ok_or_else(|| unknown_user(name))
+    }
+
+    /// The user `name`, if `actor` may manage it: an admin, at least as trusted as the user.
+    async fn managed_user(&self, actor: &Principal, name: &str) -> Result<User, ForgeError> {
+        require(actor, Operation::ManageUsers)?;
+        let user = self.inner.repo.get_user_by_name(name).await?.ok_or_else(|| unknown_user(name))?;
+        require_trust(actor, user.trust_level, "manage a user of")?;
+        Ok(user)
+    }
+}
+
+fn unknown_user(name: &str) -> ForgeError {
+    ForgeError::not_found(format!("user `{name}` not found"))
+}
+
+impl TokenCache {
+    /// Drops every cached token of the user `name`, so its next request reads the database.
+    fn forget_user(&self, name: &str) {
+        self.verified.lock().retain(|_, (principal, _)| principal.name != name);
     }
 }
 

@@ -142,6 +142,10 @@ fn routes() -> (Router<Arc<AppState>>, Document) {
         .routes(routes!(capsules::get))
         .routes(routes!(users::create))
         .routes(routes!(users::revoke_token))
+        .routes(routes!(users::tokens))
+        .routes(routes!(users::revoke_tokens))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
         .routes(routes!(system::openapi));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
@@ -204,6 +208,10 @@ mod tests {
             "GET /api/v1/capsules/{id}",
             "POST /api/v1/users",
             "POST /api/v1/tokens/revoke",
+            "GET /api/v1/users/{name}/tokens",
+            "POST /api/v1/users/{name}/revoke-tokens",
+            "POST /api/v1/users/{name}/disable",
+            "POST /api/v1/users/{name}/enable",
         ]
         .map(String::from)
         .into();
@@ -413,8 +421,17 @@ mod tests {
             roles: vec![Role::User],
             trust_level: TrustLevel::Standard,
             created_at: now,
+            disabled: false,
         };
         documents_fields(&doc, "User", user);
+        let token = forge_model::api::TokenInfo {
+            id: "0123456789ab".into(),
+            created_at: now,
+            revoked_at: None,
+            bootstrap: false,
+        };
+        documents_fields(&doc, "TokenInfo", token);
+        documents_fields(&doc, "RevokedTokens", forge_model::api::RevokedTokens { revoked: 1 });
         documents_fields(&doc, ForgeError::name().as_ref(), ForgeError::not_found("x"));
     }
 

@@ -64,10 +64,14 @@ suite! {
         too_many_in_flight_is_refused_with_retry_after,
         capsule_insight_reads_and_writes_through_the_service,
         state_changes_apply_to_the_next_invocation,
+        a_failing_capsule_store_is_a_generic_host_error,
+        error_text_and_reasons_are_for_operations_and_the_submitter,
     ],
     capsules_and_users: [
         capsules_are_filtered_by_trust,
         users_get_tokens_that_authenticate_until_revoked,
         bootstrap_token_is_idempotent,
+        admins_manage_a_users_tokens_and_access,
+        the_admin_token_is_replaced_when_it_changes_and_stays_revoked,
     ],
 }

@@ -32,7 +32,15 @@ pub fn token_hash(token: &str) -> String {
 /// Tokens verified recently, by hash, so most requests need no database read.
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    verified: Mutex<HashMap<String, (Principal, Instant)>>,
+    verified: Mutex<Verified>,
+}
+
+#[derive(Default)]
+struct Verified {
+    principals: HashMap<String, (Principal, Instant)>,
+    /// Counts revocations and disablings, so that a verification whose database read came before
+    /// one does not cache its (by then stale) answer.
+    generation: u64,
 }
 
 impl OverlayService {
@@ -40,22 +48,28 @@ impl OverlayService {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, ForgeError> {
         let hash = token_hash(token);
         let ttl = self.inner.config.token_cache_ttl;
-        if let Some((principal, at)) = self.inner.tokens.verified.lock().get(&hash)
-            && at.elapsed() < ttl
-        {
-            return Ok(principal.clone());
-        }
+        let generation = {
+            let verified = self.inner.tokens.verified.lock();
+            if let Some((principal, at)) = verified.principals.get(&hash)
+                && at.elapsed() < ttl
+            {
+                return Ok(principal.clone());
+            }
+            verified.generation
+        };
         let user = self.inner.repo.user_by_token_hash(&hash).await?.ok_or_else(|| {
-            self.inner.tokens.verified.lock().remove(&hash);
+            self.inner.tokens.verified.lock().principals.remove(&hash);
             ForgeError::authentication("invalid or revoked token")
         })?;
         let principal = Principal::from(&user);
-        let mut tokens = self.inner.tokens.verified.lock();
-        // Bounded: stale entries go whenever the cache grows past what a busy server sees.
-        if tokens.len() >= 10_000 {
-            tokens.retain(|_, (_, at)| at.elapsed() < ttl);
+        let mut verified = self.inner.tokens.verified.lock();
+        if verified.generation == generation {
+            // Bounded: stale entries go whenever the cache grows past what a busy server sees.
+            if verified.principals.len() >= 10_000 {
+                verified.principals.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            verified.principals.insert(hash, (principal.clone(), Instant::now()));
         }
-        tokens.insert(hash, (principal.clone(), Instant::now()));
         Ok(principal)
     }
 
@@ -180,7 +194,7 @@ impl OverlayService {
             _ => return Err(ForgeError::not_found("no such live token of yours")),
         }
         self.inner.repo.revoke_token(&hash).await?;
-        self.inner.tokens.verified.lock().remove(&hash);
+        self.inner.tokens.forget(|cached_hash, _| cached_hash == hash);
         Ok(())
     }
 
@@ -200,7 +214,7 @@ impl OverlayService {
     pub async fn revoke_user_tokens(&self, actor: &Principal, name: &str) -> Result<u64, ForgeError> {
         let user = self.managed_user(actor, name).await?;
         let revoked = self.inner.repo.revoke_user_tokens(user.id).await?;
-        self.inner.tokens.forget_user(name);
+        self.inner.tokens.forget(|_, principal| principal.name == name);
         Ok(revoked)
     }
 
@@ -218,7 +232,7 @@ impl OverlayService {
             return Err(ForgeError::validation("an admin cannot disable itself"));
         }
         let user = self.inner.repo.set_user_disabled(name, disabled).await?;
-        self.inner.tokens.forget_user(name);
+        self.inner.tokens.forget(|_, principal| principal.name == name);
         user.ok_or_else(|| unknown_user(name))
     }
 
@@ -236,9 +250,12 @@ fn unknown_user(name: &str) -> ForgeError {
 }
 
 impl TokenCache {
-    /// Drops every cached token of the user `name`, so its next request reads the database.
-    fn forget_user(&self, name: &str) {
-        self.verified.lock().retain(|_, (principal, _)| principal.name != name);
+    /// Drops the cached tokens `which` picks (by hash and principal), so that their next request
+    /// reads the database, and keeps verifications already under way from caching them again.
+    fn forget(&self, which: impl Fn(&str, &Principal) -> bool) {
+        let mut verified = self.verified.lock();
+        verified.generation += 1;
+        verified.principals.retain(|hash, (principal, _)| !which(hash, principal));
     }
 }
 

@@ -42,7 +42,12 @@ async def test_capsules_users_and_probes(server: Server) -> None:
         assert (await forge.get_capsule(capsule.id)).content == f"async {word}"
         assert [hit.capsule.id for hit in await forge.search_capsules(word)] == [capsule.id]
         created = await forge.create_user(unique("async-user"), [Role.USER])
-        assert await forge.revoke_token(created.token) is True
+        name = created.user.name
+        assert (await forge.disable_user(name)).disabled is True
+        assert (await forge.enable_user(name)).disabled is False
+        assert [token.revoked_at async for token in forge.user_tokens(name)] == [None]
+        assert await forge.revoke_user_tokens(name) == 1
+        assert [token.revoked_at is not None async for token in forge.user_tokens(name)] == [True]
         assert (await forge.server_health()).status == "ok"
         assert "forge_http_requests_total" in await forge.metrics()
         assert "paths" in await forge.openapi()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -125,6 +126,26 @@ def test_a_new_users_token_works_until_revoked(admin: Client, server: Server) ->
         assert dana.revoke_token(created.token) is True
         with pytest.raises(AuthenticationError):
             dana.get_overlay(uuid.uuid4())
+
+
+def test_an_admin_lists_revokes_disables_and_enables_a_users_tokens(admin: Client, server: Server) -> None:
+    name = unique("erin")
+    created = admin.create_user(name, [Role.USER])
+    tokens = list(admin.user_tokens(name))
+    assert [token.id for token in tokens] == [hashlib.sha256(created.token.encode()).hexdigest()[:12]]
+    assert tokens[0].revoked_at is None and not tokens[0].bootstrap
+    with server.client(created.token) as erin:
+        assert admin.disable_user(name).disabled is True
+        with pytest.raises(AuthenticationError):
+            erin.get_overlay(uuid.uuid4())
+        assert admin.enable_user(name).disabled is False
+        assert isinstance(list(erin.list_overlays(per_page=1)), list)
+        assert admin.revoke_user_tokens(name) == 1
+        with pytest.raises(AuthenticationError):
+            erin.get_overlay(uuid.uuid4())
+    assert all(token.revoked_at is not None for token in admin.user_tokens(name))
+    with pytest.raises(NotFoundError):
+        admin.disable_user(unique("nobody"))
 
 
 def test_url_and_token_come_from_the_environment(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,7 +44,9 @@ OBJECTS: dict[str, type[BaseModel]] = {
     "RegisterJson": models.RegisterJson,
     "RevokeBody": models.RevokeBody,
     "Revoked": models.Revoked,
+    "RevokedTokens": models.RevokedTokens,
     "ServerHealth": models.ServerHealth,
+    "TokenInfo": models.TokenInfo,
     "TrustLevelBody": models.TrustLevelBody,
     "User": models.User,
 }

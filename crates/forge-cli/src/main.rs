@@ -3,7 +3,7 @@
 //! - authoring: `new` writes a project, `build` runs its manifest's build command;
 //! - local, no server: `run`, `bench`, `validate` (in a project, of its manifest and module);
 //! - the server: `serve`, and `token create` to mint a token offline;
-//! - a client of a running server: `overlay ...`, `capsule ...`, `user create`;
+//! - a client of a running server: `overlay ...`, `capsule ...`, `user ...`;
 //! - `demo`: a newcomer's first five minutes against the embedded default.
 
 mod client;

@@ -294,3 +294,28 @@ fn bad_tokens_are_refused_and_missing_servers_are_usage_errors() {
     server.cli(&["overlay", "list", "--url", &url]).fails(2, &["cannot reach the Forge server", "FORGE_URL"]);
     server.cli(&["overlay", "list", "--url", "ftp://example"]).fails(2, &["not an http(s) URL"]);
 }
+
+#[test]
+fn user_tokens_revoke_tokens_disable_and_enable() {
+    let server = Server::start();
+    let created = server.cli(&["user", "create", "dora", "--role", "user", "--json"]).ok().json();
+    let dora = created["token"].as_str().unwrap().to_owned();
+    let listed = server.cli(&["user", "tokens", "dora", "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"].as_str().unwrap().len(), 12);
+    assert!(!listed.to_string().contains(&dora[4..]), "never the token");
+    server.cli(&["user", "tokens", "dora"]).ok().says(&["ID", "CREATED", "REVOKED", "1 tokens"]);
+    server.cli(&["user", "tokens", "nobody"]).fails(1, &["not_found", "HTTP 404"]);
+    server
+        .cli_as(Some(&dora), &["user", "tokens", "dora"], None)
+        .fails(1, &["authorization_error", "HTTP 403"]);
+
+    server.cli(&["user", "disable", "dora"]).ok().says(&["User dora is disabled"]);
+    server.cli_as(Some(&dora), &["overlay", "list"], None).fails(1, &["HTTP 401"]);
+    assert_eq!(server.cli(&["user", "enable", "dora", "--json"]).ok().json()["disabled"], false);
+    server.cli_as(Some(&dora), &["overlay", "list"], None).ok();
+
+    server.cli(&["user", "revoke-tokens", "dora"]).ok().says(&["Revoked 1 tokens of dora."]);
+    server.cli_as(Some(&dora), &["overlay", "list"], None).fails(1, &["HTTP 401"]);
+    assert_eq!(server.cli(&["user", "revoke-tokens", "dora", "--json"]).ok().json()["revoked"], 0);
+}

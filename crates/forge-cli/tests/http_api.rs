@@ -730,7 +730,7 @@ fn sigterm_lets_invocations_finish_and_keeps_every_count() {
 }
 
 #[test]
-fn the_admin_token_bootstrap_is_idempotent_across_restarts() {
+fn the_admin_token_bootstrap_is_idempotent_across_restarts_and_replaced_when_changed() {
     let dir = tempfile::tempdir().unwrap();
     let first = Launch::new(&data_dir(&dir)).start();
     first.admin().user_token("ursula", &[Role::User], TrustLevel::Standard);
@@ -743,7 +743,8 @@ fn the_admin_token_bootstrap_is_idempotent_across_restarts() {
     let rotated = "fgo_a-second-admin-token-for-the-same-admin";
     let third = Launch::new(&data_dir(&dir)).env("FORGE_ADMIN_TOKEN", rotated).start();
     third.api(rotated).user_token("walter", &[Role::User], TrustLevel::Standard);
-    third.admin().user_token("xena", &[Role::User], TrustLevel::Standard);
+    let replaced = third.admin().list_overlays(&ListQuery::default());
+    refusal(replaced, 401, ErrorCode::AuthenticationError);
     assert!(third.terminate().success());
 
     let weak = Launch::new(&data_dir(&dir)).without_admin_token().env("FORGE_ADMIN_TOKEN", "short");

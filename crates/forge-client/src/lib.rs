@@ -19,11 +19,11 @@
 use base64::Engine;
 use forge_model::api::{
     CreatedUser, Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, RevokeBody,
-    Revoked, SearchQuery, ServerHealth, TrustLevelBody,
+    Revoked, RevokedTokens, SearchQuery, ServerHealth, TokenInfo, TrustLevelBody,
 };
 use forge_model::{
     AuditEvent, Capsule, CapsuleHit, ForgeError, HealthReport, LifecycleAction, NewCapsule, NewUser, Overlay,
-    OverlayInvocation, OverlayResult,
+    OverlayInvocation, OverlayResult, User,
 };
 use reqwest::blocking::{RequestBuilder, multipart};
 use reqwest::header::RETRY_AFTER;
@@ -314,6 +314,31 @@ impl Client {
     pub fn revoke_token(&self, token: &str) -> Result<Revoked, Error> {
         let body = RevokeBody { token: token.to_owned() };
         self.data(self.with_json(Method::POST, &["api", "v1", "tokens", "revoke"], &body))
+    }
+
+    /// One page of a user's tokens, revoked ones too, oldest first (admin): metadata only.
+    pub fn user_tokens(&self, name: &str, page: PageQuery) -> Result<List<TokenInfo>, Error> {
+        self.call(self.get(&["api", "v1", "users", name, "tokens"], &page))
+    }
+
+    /// Revokes every live token of a user (admin).
+    pub fn revoke_user_tokens(&self, name: &str) -> Result<RevokedTokens, Error> {
+        self.user_action(name, "revoke-tokens")
+    }
+
+    /// Disables a user (admin): none of its tokens authenticates until it is enabled again.
+    pub fn disable_user(&self, name: &str) -> Result<User, Error> {
+        self.user_action(name, "disable")
+    }
+
+    /// Enables a disabled user again (admin).
+    pub fn enable_user(&self, name: &str) -> Result<User, Error> {
+        self.user_action(name, "enable")
+    }
+
+    /// `POST /api/v1/users/{name}/{action}`, without a body.
+    fn user_action<T: DeserializeOwned>(&self, name: &str, action: &str) -> Result<T, Error> {
+        self.data(self.authorized(Method::POST, self.url(&["api", "v1", "users", name, action])))
     }
 }
 

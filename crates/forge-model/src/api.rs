@@ -8,6 +8,7 @@ use crate::{
     CapabilityName, CapsuleType, NewCapsule, NewUser, OverlayFilter, OverlayState, Page, PageRequest, Role,
     TrustLevel, User,
 };
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -210,6 +211,29 @@ pub struct RevokeBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Revoked {
     pub revoked: bool,
+}
+
+/// One of a user's API tokens as an admin sees it (`GET /users/{name}/tokens`): never the token,
+/// never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    /// The first 12 hex digits of the token's SHA-256 (`printf %s "$TOKEN" | sha256sum` starts with
+    /// them): tells tokens apart without revealing any.
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked; null while it authenticates (unless its user is disabled).
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// True for the token installed from `FORGE_ADMIN_TOKEN`.
+    pub bootstrap: bool,
+}
+
+/// `POST /users/{name}/revoke-tokens` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedTokens {
+    /// How many live tokens were revoked (0 if the user had none).
+    pub revoked: u64,
 }
 
 /// `GET /health`.

@@ -67,6 +67,8 @@ pub struct AuditEvent {
     pub action: AuditAction,
     pub from_state: Option<OverlayState>,
     pub to_state: Option<OverlayState>,
+    /// Free text given by the actor: shown to admins, operators and the overlay's submitter only,
+    /// null for other callers.
     pub reason: Option<String>,
     /// Action-specific facts, e.g. the failure rate behind an automatic quarantine.
     pub details: Map<String, Value>,

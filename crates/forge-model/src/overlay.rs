@@ -58,6 +58,8 @@ pub struct OverlayHealth {
     pub caller_failure_count: u64,
     pub avg_execution_ms: f64,
     pub last_invoked_at: Option<DateTime<Utc>>,
+    /// The latest error's text, which may quote callers' input: shown to admins, operators and the
+    /// overlay's submitter only, null for other callers.
     pub last_error: Option<String>,
     /// The most recent calls that count, which the quarantine rule judges; the health report
     /// shows its numbers.
@@ -204,6 +206,8 @@ pub struct HealthReport {
     pub p50_execution_ms: Option<f64>,
     pub p95_execution_ms: Option<f64>,
     pub last_invoked_at: Option<DateTime<Utc>>,
+    /// The latest error's text, which may quote callers' input: shown to admins, operators and the
+    /// overlay's submitter only, null for other callers.
     pub last_error: Option<String>,
 }
 

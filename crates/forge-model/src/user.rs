@@ -43,6 +43,10 @@ pub struct User {
     pub roles: Vec<Role>,
     pub trust_level: TrustLevel,
     pub created_at: DateTime<Utc>,
+    /// A disabled user's tokens all fail authentication (an admin disables and re-enables).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = false, default = false))]
+    pub disabled: bool,
 }
 
 /// A user to create (by an admin, no more trusted than that admin).

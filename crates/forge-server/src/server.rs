@@ -67,12 +67,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens storage, starts the service, makes `admin_token` an admin's (idempotent) and binds.
+    /// Opens storage, starts the service, installs `admin_token` as the admin's bootstrap token (see
+    /// [`OverlayService::install_admin_token`]) and binds.
     pub async fn start(config: &ServerConfig) -> anyhow::Result<Server> {
         let service = open_service(config).await?;
         if let Some(token) = &config.admin_token {
             service
-                .ensure_token(ADMIN_USER, Role::Admin, TrustLevel::Core, token)
+                .install_admin_token(ADMIN_USER, token)
                 .await
                 .context("cannot install FORGE_ADMIN_TOKEN")?;
         }

@@ -12,6 +12,7 @@ pub enum Operation {
     SetTrustLevel,
     Delete,
     CreateUser,
+    ManageUsers,
     WriteCapsule,
 }
 
@@ -26,7 +27,9 @@ impl Operation {
             Operation::Register | Operation::Read | Operation::Invoke | Operation::WriteCapsule => ANYONE,
             Operation::Lifecycle(A::Suspend | A::Quarantine) => OPERATIONS,
             Operation::Lifecycle(A::Activate | A::Resume | A::Release | A::Deprecate) => ADMIN,
-            Operation::SetTrustLevel | Operation::Delete | Operation::CreateUser => ADMIN,
+            Operation::SetTrustLevel | Operation::Delete | Operation::CreateUser | Operation::ManageUsers => {
+                ADMIN
+            }
         }
     }
 
@@ -39,6 +42,7 @@ impl Operation {
             Operation::SetTrustLevel => "set trust levels".into(),
             Operation::Delete => "delete overlays".into(),
             Operation::CreateUser => "create users".into(),
+            Operation::ManageUsers => "manage users and their tokens".into(),
             Operation::WriteCapsule => "create capsules".into(),
         }
     }
@@ -53,6 +57,12 @@ pub fn require(actor: &Principal, operation: Operation) -> Result<(), ForgeError
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     Err(ForgeError::authorization(format!("only {} may {}", names.join(" or "), operation.describe()))
         .with_detail("required_roles", names))
+}
+
+/// Whether `caller` may read text about an overlay that can quote other users' input (its last
+/// error, audit reasons): admins, operators and the overlay's submitter may.
+pub(crate) fn sees_details(caller: &Principal, submitter: Option<&str>) -> bool {
+    caller.has_any_role(&[Role::Admin, Role::Operator]) || submitter == Some(caller.name.as_str())
 }
 
 /// 403 unless `actor`'s trust reaches `level`: no one acts on, or hands out, more trust than it
@@ -86,14 +96,28 @@ mod tests {
         assert!(require(&operator, Operation::Lifecycle(LifecycleAction::Quarantine)).is_ok());
         assert!(require(&operator, Operation::Lifecycle(LifecycleAction::Activate)).is_err());
         assert!(require(&operator, Operation::Delete).is_err());
-        for op in
-            [Operation::Lifecycle(LifecycleAction::Release), Operation::SetTrustLevel, Operation::CreateUser]
-        {
+        for op in [
+            Operation::Lifecycle(LifecycleAction::Release),
+            Operation::SetTrustLevel,
+            Operation::CreateUser,
+            Operation::ManageUsers,
+        ] {
             assert!(require(&admin, op).is_ok());
         }
+        assert!(require(&operator, Operation::ManageUsers).is_err());
         let err = require(&user, Operation::Delete).unwrap_err();
         assert_eq!(err.code.http_status(), 403);
         assert_eq!(err.message, "only admin may delete overlays");
+    }
+
+    #[test]
+    fn details_are_for_operations_and_the_submitter() {
+        let user = Principal { name: "ursula".into(), ..principal(&[Role::User]) };
+        assert!(sees_details(&user, Some("ursula")));
+        assert!(!sees_details(&user, Some("other")));
+        assert!(!sees_details(&user, None), "a deleted overlay's submitter is unknown");
+        assert!(sees_details(&principal(&[Role::Operator]), Some("other")));
+        assert!(sees_details(&principal(&[Role::Admin]), None));
     }
 
     #[test]

@@ -21,9 +21,15 @@ impl RepositoryCapsules {
     }
 }
 
+/// A storage failure as the invocation's result tells it: generic, as the storage error's text can
+/// name the database's insides or quote other users' data; the real error goes to the server log.
 fn fault(error: StorageError) -> HostCallError {
-    HostCallError::Fault(format!("capsule store: {error}"))
+    tracing::error!(%error, "the capsule store failed during a host call");
+    HostCallError::Fault(CAPSULE_STORE_FAILED.into())
 }
+
+/// The error an invocation ends with when the capsule store fails (`host_error`).
+pub const CAPSULE_STORE_FAILED: &str = "the capsule store failed; the server log has the cause";
 
 #[async_trait::async_trait]
 impl CapsuleStore for RepositoryCapsules {

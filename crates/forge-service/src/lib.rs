@@ -17,6 +17,7 @@ mod registry;
 mod users;
 
 pub use access::{Operation, require};
+pub use capsules::CAPSULE_STORE_FAILED;
 pub use config::ServiceConfig;
 pub use metrics::ServiceMetrics;
 pub use registry::Registration;

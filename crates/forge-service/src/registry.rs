@@ -1,7 +1,7 @@
 //! Registration, reads, lifecycle transitions, trust and deletion, each with its audit event.
 
 use crate::OverlayService;
-use crate::access::{Operation, require, require_trust};
+use crate::access::{Operation, require, require_trust, sees_details};
 use bytes::Bytes;
 use chrono::Utc;
 use forge_model::{
@@ -85,6 +85,15 @@ pub(crate) fn auto_quarantine_event(
             "caller_failure_count": health.caller_failure_count,
         })),
     }
+}
+
+/// `overlay` without its last error unless `caller` may see it: error text can quote other users'
+/// input.
+fn shown_to(caller: &Principal, mut overlay: Overlay) -> Overlay {
+    if !sees_details(caller, Some(&overlay.submitted_by)) {
+        overlay.health.last_error = None;
+    }
+    overlay
 }
 
 fn details(value: Value) -> Map<String, Value> {
@@ -201,13 +210,11 @@ impl OverlayService {
         }
     }
 
+    /// The overlay as `caller` may see it (see [`shown_to`]).
     pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<Overlay, ForgeError> {
         require(caller, Operation::Read)?;
-        self.inner
-            .repo
-            .get_overlay(id)
-            .await?
-            .ok_or_else(|| ForgeError::not_found(format!("overlay {id} not found")))
+        let overlay = self.inner.repo.get_overlay(id).await?;
+        Ok(shown_to(caller, overlay.ok_or_else(|| ForgeError::not_found(format!("overlay {id} not found")))?))
     }
 
     pub async fn get_by_name_version(
@@ -217,11 +224,10 @@ impl OverlayService {
         version: &str,
     ) -> Result<Overlay, ForgeError> {
         require(caller, Operation::Read)?;
-        self.inner
-            .repo
-            .get_overlay_by_name_version(name, version)
-            .await?
-            .ok_or_else(|| ForgeError::not_found(format!("overlay {name}@{version} not found")))
+        let overlay = self.inner.repo.get_overlay_by_name_version(name, version).await?;
+        let overlay =
+            overlay.ok_or_else(|| ForgeError::not_found(format!("overlay {name}@{version} not found")))?;
+        Ok(shown_to(caller, overlay))
     }
 
     /// Overlays matching `filter`: by state (e.g. the quarantined ones), submitter, name substring or
@@ -233,7 +239,9 @@ impl OverlayService {
         page: PageRequest,
     ) -> Result<Page<Overlay>, ForgeError> {
         require(caller, Operation::Read)?;
-        Ok(self.inner.repo.list_overlays(filter, page).await?)
+        let mut page = self.inner.repo.list_overlays(filter, page).await?;
+        page.items = page.items.into_iter().map(|overlay| shown_to(caller, overlay)).collect();
+        Ok(page)
     }
 
     pub async fn list_quarantined(
@@ -256,6 +264,9 @@ impl OverlayService {
         self.list(caller, &filter, page).await
     }
 
+    /// An overlay's audit trail, oldest first. Reasons are left out for callers who may not see
+    /// them (see [`sees_details`]); the submitter of a deleted overlay is unknown, so only admins
+    /// and operators see its reasons.
     pub async fn events(
         &self,
         caller: &Principal,
@@ -263,7 +274,14 @@ impl OverlayService {
         page: PageRequest,
     ) -> Result<Page<AuditEvent>, ForgeError> {
         require(caller, Operation::Read)?;
-        Ok(self.inner.repo.list_events(id, page).await?)
+        let mut page = self.inner.repo.list_events(id, page).await?;
+        if !sees_details(caller, None) {
+            let submitter = self.inner.repo.get_overlay(id).await?.map(|overlay| overlay.submitted_by);
+            if !sees_details(caller, submitter.as_deref()) {
+                page.items.iter_mut().for_each(|event| event.reason = None);
+            }
+        }
+        Ok(page)
     }
 
     /// Applies a lifecycle action if the actor's role and the transition table allow it. Releasing

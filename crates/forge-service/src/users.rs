@@ -4,7 +4,9 @@ use crate::OverlayService;
 use crate::access::{Operation, require, require_trust};
 use base64::Engine;
 use chrono::Utc;
-use forge_model::{ForgeError, NewUser, Principal, Role, TrustLevel, User};
+use forge_model::api::TokenInfo;
+use forge_model::{ForgeError, NewUser, Page, PageRequest, Principal, Role, TrustLevel, User};
+use forge_storage::{BootstrapToken, StorageError};
 use parking_lot::Mutex;
 use rand::RngCore;
 use std::collections::HashMap;
@@ -33,36 +35,59 @@ pub fn token_hash(token: &str) -> String {
 /// costs one lookup per `token_cache_ttl`, not one per request).
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    looked_up: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    looked_up: Mutex<LookedUp>,
+}
+
+#[derive(Default)]
+struct LookedUp {
+    entries: HashMap<String, (Option<Principal>, Instant)>,
+    /// Counts forgettings (revocations, disablings, new tokens), so that a lookup whose database
+    /// read came before one does not cache its (by then stale) answer.
+    generation: u64,
 }
 
 /// Entries past which the token cache drops its stale ones.
 const TOKEN_CACHE_ENTRIES: usize = 10_000;
 
 impl TokenCache {
-    /// What a lookup within `ttl` found: `Some(None)` for a token known to be unknown.
-    fn fresh(&self, hash: &str, ttl: Duration) -> Option<Option<Principal>> {
+    /// What a lookup within `ttl` found (`None` inside for a token known to be unknown), or, when
+    /// there was none, the generation to [`remember`](Self::remember) the coming lookup under.
+    fn fresh(&self, hash: &str, ttl: Duration) -> Result<Option<Principal>, u64> {
         let looked_up = self.looked_up.lock();
-        let (principal, at) = looked_up.get(hash)?;
-        (at.elapsed() < ttl).then(|| principal.clone())
+        match looked_up.entries.get(hash) {
+            Some((principal, at)) if at.elapsed() < ttl => Ok(principal.clone()),
+            _ => Err(looked_up.generation),
+        }
     }
 
-    fn remember(&self, hash: String, principal: Option<Principal>, ttl: Duration) {
+    /// Keeps a lookup's answer, unless something was forgotten since it started.
+    fn remember(&self, hash: String, principal: Option<Principal>, ttl: Duration, generation: u64) {
         let mut looked_up = self.looked_up.lock();
+        if looked_up.generation != generation {
+            return;
+        }
         // Bounded: stale entries go whenever the cache grows past what a busy server sees; a flood of
-        // fresh unknown tokens past that replaces the oldest refusals first.
-        if looked_up.len() >= TOKEN_CACHE_ENTRIES {
-            looked_up.retain(|_, (_, at)| at.elapsed() < ttl);
-            if looked_up.len() >= TOKEN_CACHE_ENTRIES {
-                looked_up.retain(|_, (principal, _)| principal.is_some());
+        // fresh unknown tokens past that drops the refusals first.
+        if looked_up.entries.len() >= TOKEN_CACHE_ENTRIES {
+            looked_up.entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if looked_up.entries.len() >= TOKEN_CACHE_ENTRIES {
+                looked_up.entries.retain(|_, (principal, _)| principal.is_some());
             }
         }
-        looked_up.insert(hash, (principal, Instant::now()));
+        looked_up.entries.insert(hash, (principal, Instant::now()));
     }
 
-    /// Drops what is known of a token: it was just revoked, or just created.
-    pub(crate) fn forget(&self, hash: &str) {
-        self.looked_up.lock().remove(hash);
+    /// Drops the cached tokens `which` picks (by hash, and principal if live), so that their next
+    /// request reads the database, and keeps lookups already under way from caching them again.
+    fn forget(&self, which: impl Fn(&str, Option<&Principal>) -> bool) {
+        let mut looked_up = self.looked_up.lock();
+        looked_up.generation += 1;
+        looked_up.entries.retain(|hash, (principal, _)| !which(hash, principal.as_ref()));
+    }
+
+    /// Drops what is known of one token: it was just revoked, or just stored.
+    fn forget_token(&self, token_hash: &str) {
+        self.forget(|hash, _| hash == token_hash);
     }
 }
 
@@ -114,8 +139,8 @@ impl OverlayService {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, ForgeError> {
         let hash = token_hash(token);
         let principal = match self.inner.tokens.fresh(&hash, self.inner.config.token_cache_ttl) {
-            Some(known) => known,
-            None => self.look_up_token(hash).await?,
+            Ok(known) => known,
+            Err(generation) => self.look_up_token(hash, generation).await?,
         };
         principal.ok_or_else(unknown_token)
     }
@@ -125,9 +150,10 @@ impl OverlayService {
     /// a lookup (tokens it used recently still work from the cache).
     pub async fn authenticate_client(&self, token: &str, client: IpAddr) -> Result<Principal, ForgeError> {
         let hash = token_hash(token);
-        if let Some(known) = self.inner.tokens.fresh(&hash, self.inner.config.token_cache_ttl) {
-            return known.ok_or_else(unknown_token);
-        }
+        let generation = match self.inner.tokens.fresh(&hash, self.inner.config.token_cache_ttl) {
+            Ok(known) => return known.ok_or_else(unknown_token),
+            Err(generation) => generation,
+        };
         if let Some(wait) = self.inner.auth_failures.blocked(client) {
             self.inner.metrics.refused("failed_auth_limit");
             return Err(ForgeError::rate_limited(
@@ -135,7 +161,7 @@ impl OverlayService {
                 wait.as_secs().max(1),
             ));
         }
-        let principal = self.look_up_token(hash).await?;
+        let principal = self.look_up_token(hash, generation).await?;
         if principal.is_none() {
             self.inner.auth_failures.record(client);
         }
@@ -143,11 +169,12 @@ impl OverlayService {
     }
 
     /// The principal of a token, from the database; remembered either way.
-    async fn look_up_token(&self, hash: String) -> Result<Option<Principal>, ForgeError> {
+    async fn look_up_token(&self, hash: String, generation: u64) -> Result<Option<Principal>, ForgeError> {
         let user = self.inner.repo.user_by_token_hash(&hash).await?;
         let principal = user.as_ref().map(Principal::from);
         self.inner.metrics.token_looked_up(principal.is_some());
-        self.inner.tokens.remember(hash, principal.clone(), self.inner.config.token_cache_ttl);
+        let ttl = self.inner.config.token_cache_ttl;
+        self.inner.tokens.remember(hash, principal.clone(), ttl, generation);
         Ok(principal)
     }
 
@@ -174,11 +201,10 @@ impl OverlayService {
             roles,
             trust_level: new_user.trust_level,
             created_at: Utc::now(),
+            disabled: false,
         };
         let user = self.inner.repo.insert_user(&user).await.map_err(|e| match e {
-            forge_storage::StorageError::Conflict(_) => {
-                ForgeError::conflict(format!("user `{}` already exists", user.name))
-            }
+            StorageError::Conflict(_) => ForgeError::conflict(format!("user `{}` already exists", user.name)),
             other => other.into(),
         })?;
         let token = generate_token();
@@ -187,8 +213,8 @@ impl OverlayService {
     }
 
     /// Makes `token` a valid token of the user `name` holding `role`, creating the user (at `trust`)
-    /// if there is none. Idempotent: for bootstrapping from `FORGE_ADMIN_TOKEN` and for minting tokens
-    /// offline. Fails if an existing user of that name lacks the role.
+    /// if there is none. Idempotent: for minting tokens offline. Fails if an existing user of that
+    /// name lacks the role.
     pub async fn ensure_token(
         &self,
         name: &str,
@@ -200,9 +226,44 @@ impl OverlayService {
         if let Some(user) = self.inner.repo.user_by_token_hash(&hash).await? {
             return Ok(user);
         }
+        let user = self.user_with_role(name, role, trust).await?;
+        self.inner.repo.add_token(user.id, &hash).await?;
+        self.inner.tokens.forget_token(&hash);
+        Ok(user)
+    }
+
+    /// Installs `FORGE_ADMIN_TOKEN` at start as the bootstrap token of the admin `name` (created at
+    /// core trust if missing). A token different from the last start's replaces it: the previous
+    /// one is revoked, and only that one. A token revoked through the API stays revoked: the server
+    /// starts, with a warning, rather than bring a revoked secret back to life. Processes starting
+    /// at once on one database all succeed.
+    pub async fn install_admin_token(&self, name: &str, token: &str) -> Result<BootstrapToken, ForgeError> {
+        let admin = self.user_with_role(name, Role::Admin, TrustLevel::Core).await?;
+        let hash = token_hash(token);
+        let installed = self.inner.repo.install_bootstrap_token(admin.id, &hash).await;
+        self.inner.tokens.forget_token(&hash);
+        let outcome = installed.map_err(|e| match e {
+            StorageError::Conflict(_) => ForgeError::conflict("the admin token is another user's token"),
+            other => other.into(),
+        })?;
+        match outcome {
+            BootstrapToken::Installed { replaced } if replaced > 0 => {
+                tracing::info!(replaced, "a new admin token: the previous one is revoked");
+            }
+            BootstrapToken::Revoked => tracing::warn!(
+                "the admin token was revoked and stays revoked: it does not authenticate; \
+                 set a new FORGE_ADMIN_TOKEN to get a working one"
+            ),
+            BootstrapToken::Installed { .. } | BootstrapToken::Kept => {}
+        }
+        Ok(outcome)
+    }
+
+    /// The user `name`, created with `role` at `trust` if there is none; a conflict if it exists
+    /// without the role. A concurrent creation (processes starting at once) is taken, not refused.
+    async fn user_with_role(&self, name: &str, role: Role, trust: TrustLevel) -> Result<User, ForgeError> {
         let user = match self.inner.repo.get_user_by_name(name).await? {
-            Some(user) if user.roles.contains(&role) => user,
-            Some(_) => return Err(ForgeError::conflict(format!("user `{name}` exists without role {role}"))),
+            Some(user) => user,
             None => {
                 let new_user = NewUser { name: name.into(), roles: vec![role], trust_level: trust };
                 new_user.validate()?;
@@ -212,12 +273,22 @@ impl OverlayService {
                     roles: new_user.roles,
                     trust_level: trust,
                     created_at: Utc::now(),
+                    disabled: false,
                 };
-                self.inner.repo.insert_user(&user).await?
+                match self.inner.repo.insert_user(&user).await {
+                    Ok(user) => user,
+                    Err(StorageError::Conflict(_)) => {
+                        self.inner.repo.get_user_by_name(name).await?.ok_or_else(|| {
+                            ForgeError::conflict(format!("user `{name}` was created and removed"))
+                        })?
+                    }
+                    Err(other) => return Err(other.into()),
+                }
             }
         };
-        self.inner.repo.add_token(user.id, &hash).await?;
-        self.inner.tokens.forget(&hash);
+        if !user.roles.contains(&role) {
+            return Err(ForgeError::conflict(format!("user `{name}` exists without role {role}")));
+        }
         Ok(user)
     }
 
@@ -231,9 +302,59 @@ impl OverlayService {
             _ => return Err(ForgeError::not_found("no such live token of yours")),
         }
         self.inner.repo.revoke_token(&hash).await?;
-        self.inner.tokens.forget(&hash);
+        self.inner.tokens.forget_token(&hash);
         Ok(())
     }
+
+    /// A user's tokens, revoked ones too (admin): metadata only, never a token or its hash.
+    pub async fn user_tokens(
+        &self,
+        actor: &Principal,
+        name: &str,
+        page: PageRequest,
+    ) -> Result<Page<TokenInfo>, ForgeError> {
+        let user = self.managed_user(actor, name).await?;
+        Ok(self.inner.repo.list_tokens(user.id, page).await?)
+    }
+
+    /// Revokes every live token of a user (admin); returns how many. Applies at once in this
+    /// process, within `token_cache_ttl` in others.
+    pub async fn revoke_user_tokens(&self, actor: &Principal, name: &str) -> Result<u64, ForgeError> {
+        let user = self.managed_user(actor, name).await?;
+        let revoked = self.inner.repo.revoke_user_tokens(user.id).await?;
+        self.inner.tokens.forget(|_, principal| principal.is_some_and(|p| p.name == name));
+        Ok(revoked)
+    }
+
+    /// Disables a user, so that none of its tokens authenticates, or enables it again (admin). An
+    /// admin cannot disable itself (it would lock itself out). Applies at once in this process,
+    /// within `token_cache_ttl` in others.
+    pub async fn set_user_disabled(
+        &self,
+        actor: &Principal,
+        name: &str,
+        disabled: bool,
+    ) -> Result<User, ForgeError> {
+        self.managed_user(actor, name).await?;
+        if disabled && actor.name == name {
+            return Err(ForgeError::validation("an admin cannot disable itself"));
+        }
+        let user = self.inner.repo.set_user_disabled(name, disabled).await?;
+        self.inner.tokens.forget(|_, principal| principal.is_some_and(|p| p.name == name));
+        user.ok_or_else(|| unknown_user(name))
+    }
+
+    /// The user `name`, if `actor` may manage it: an admin, at least as trusted as the user.
+    async fn managed_user(&self, actor: &Principal, name: &str) -> Result<User, ForgeError> {
+        require(actor, Operation::ManageUsers)?;
+        let user = self.inner.repo.get_user_by_name(name).await?.ok_or_else(|| unknown_user(name))?;
+        require_trust(actor, user.trust_level, "manage a user of")?;
+        Ok(user)
+    }
+}
+
+fn unknown_user(name: &str) -> ForgeError {
+    ForgeError::not_found(format!("user `{name}` not found"))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod testing;
 
 pub use blob::{BlobError, BlobStore};
 pub use error::StorageError;
-pub use repository::{HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
+pub use repository::{BootstrapToken, HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
 
 use sql::{Pools, SqlRepository};
 use sqlx::migrate::Migrator;
@@ -90,18 +90,47 @@ async fn connect_sqlite(options: SqliteConnectOptions) -> Result<Arc<dyn Reposit
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
+    let setup_lock = lock_setup(options.get_filename()).await?;
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await?;
     SQLITE_MIGRATIONS.run(&writer).await?;
+    drop(setup_lock);
     let reader = SqlitePoolOptions::new()
         .max_connections(SQLITE_READERS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
     Ok(Arc::new(SqlRepository { pools: Pools::Sqlite { reader, writer } }))
+}
+
+/// Holds an exclusive lock on `DATABASE.setup-lock` beside the database file while one process
+/// creates the file, switches it to WAL and migrates it: SQLite has no lock a migration can wait
+/// on, so processes starting together on a fresh file would otherwise both apply the first
+/// migration, and one would fail. `None` for an in-memory database, which no other process shares.
+async fn lock_setup(database: &Path) -> Result<Option<std::fs::File>> {
+    // sqlx names an in-memory database (`sqlite::memory:`) `file:sqlx-in-memory-N`.
+    if database.to_str().is_some_and(|name| name.starts_with("file:sqlx-in-memory-")) {
+        return Ok(None);
+    }
+    let mut name = database.as_os_str().to_owned();
+    name.push(".setup-lock");
+    let path = std::path::PathBuf::from(name);
+    let unavailable =
+        |e: std::io::Error| StorageError::Unavailable(format!("cannot lock {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(unavailable)?;
+    // Waiting for another process's setup blocks this thread, so it is done on a blocking one.
+    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("setup lock: {e}")))?;
+    locked.map(Some).map_err(unavailable)
 }
 
 /// Migrations take PostgreSQL's advisory lock, so processes starting together migrate once.

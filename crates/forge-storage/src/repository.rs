@@ -4,6 +4,7 @@
 use crate::error::StorageError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use forge_model::api::TokenInfo;
 use forge_model::{
     AuditEvent, Blame, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay,
     OverlayFilter, OverlayHealth, OverlayResult, OverlayState, Page, PageRequest, QuarantinePolicy,
@@ -106,6 +107,22 @@ pub trait Repository: Send + Sync + 'static {
     /// False if no live token has this hash.
     async fn revoke_token(&self, token_hash: &str) -> Result<bool>;
 
+    /// The user's tokens, revoked ones too, oldest first; never their hashes.
+    async fn list_tokens(&self, user_id: Uuid, page: PageRequest) -> Result<Page<TokenInfo>>;
+
+    /// Revokes every live token of the user; returns how many.
+    async fn revoke_user_tokens(&self, user_id: Uuid) -> Result<u64>;
+
+    /// Disables the user `name` (none of its tokens authenticates) or enables it again; `None` if
+    /// there is no such user.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<Option<User>>;
+
+    /// Makes `token_hash` the user's bootstrap token (the one `FORGE_ADMIN_TOKEN` names), in one
+    /// transaction: a new hash revokes the previous bootstrap token; a hash revoked earlier stays
+    /// revoked. Safe for processes starting at once with the same token.
+    /// [`StorageError::Conflict`] if the hash is another user's token.
+    async fn install_bootstrap_token(&self, user_id: Uuid, token_hash: &str) -> Result<BootstrapToken>;
+
     /// Stores a capsule as version 1.
     async fn insert_capsule(&self, capsule: NewCapsule) -> Result<Capsule>;
 
@@ -128,6 +145,17 @@ pub trait Repository: Send + Sync + 'static {
     /// Closes the connection pools after in-flight work; call at shutdown (SQLite then checkpoints
     /// its write-ahead log into the database file).
     async fn close(&self);
+}
+
+/// What [`Repository::install_bootstrap_token`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapToken {
+    /// A new token, stored; `replaced` previous bootstrap tokens were revoked.
+    Installed { replaced: u64 },
+    /// Already stored and live: nothing changed.
+    Kept,
+    /// Revoked earlier (through the API): it stays revoked and does not authenticate.
+    Revoked,
 }
 
 /// Words the audit event of an automatic quarantine from the health that triggered it (with

@@ -54,6 +54,20 @@ pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 
 /// A database of its own on the server at `FORGE_TEST_POSTGRES_URL`; panics if there is none.
 pub async fn postgres() -> Db {
+    let FreshDatabase { url, cleanup } = fresh_postgres().await;
+    let repo = open_repository(&url).await.expect("open PostgreSQL repository");
+    Db { repo, url, _cleanup: cleanup }
+}
+
+/// An empty PostgreSQL database, not yet migrated, dropped when this is.
+pub struct FreshDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+/// A new, empty database on the server at `FORGE_TEST_POSTGRES_URL` (for tests of what happens
+/// when processes first open it); panics if there is no server.
+pub async fn fresh_postgres() -> FreshDatabase {
     let admin_url = std::env::var("FORGE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
     let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("PostgreSQL tests need a server at {admin_url} (set FORGE_TEST_POSTGRES_URL): {e}")
@@ -65,9 +79,7 @@ pub async fn postgres() -> Db {
         .unwrap_or_else(|e| panic!("cannot create test database {database}: {e}"));
     admin.close().await.ok();
     let url = with_database(&admin_url, &database);
-    let cleanup = Cleanup::Postgres { admin_url, database };
-    let repo = open_repository(&url).await.expect("open PostgreSQL repository");
-    Db { repo, url, _cleanup: cleanup }
+    FreshDatabase { url, cleanup: Cleanup::Postgres { admin_url, database } }
 }
 
 /// `url` with its database name replaced, query parameters kept.

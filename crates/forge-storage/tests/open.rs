@@ -29,6 +29,25 @@ async fn sqlite_files_and_their_directories_are_created() {
     assert_eq!(journal, "wal");
 }
 
+/// Processes starting together on a fresh file: each open waits for the one setting it up, so none
+/// fails on a migration another applied (opens in one process contend for the same file lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_fresh_sqlite_file_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forge.db");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { open_sqlite(&path).await })
+        })
+        .collect();
+    for open in opens {
+        let repo = open.await.unwrap().unwrap();
+        assert_eq!(repo.get_user_by_name("nobody").await.unwrap(), None);
+        repo.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_database_that_is_down_is_unavailable() {
     let started = Instant::now();
@@ -50,6 +69,7 @@ async fn corrupt_rows_are_reported_not_guessed() {
         roles: vec![forge_model::Role::User],
         trust_level: forge_model::TrustLevel::Standard,
         created_at: chrono::Utc::now(),
+        disabled: false,
     };
     repo.insert_user(&user).await.unwrap();
 

@@ -44,10 +44,13 @@ from .models import (
     RegisterJson,
     RevokeBody,
     Revoked,
+    RevokedTokens,
     Role,
     ServerHealth,
+    TokenInfo,
     TrustLevel,
     TrustLevelBody,
+    User,
 )
 
 T = TypeVar("T")
@@ -98,6 +101,10 @@ SEARCH_CAPSULES = _route("GET", f"{PREFIX}/capsules")
 GET_CAPSULE = _route("GET", f"{PREFIX}/capsules/{{id}}")
 CREATE_USER = _route("POST", f"{PREFIX}/users")
 REVOKE_TOKEN = _route("POST", f"{PREFIX}/tokens/revoke")
+USER_TOKENS = _route("GET", f"{PREFIX}/users/{{name}}/tokens")
+REVOKE_USER_TOKENS = _route("POST", f"{PREFIX}/users/{{name}}/revoke-tokens")
+DISABLE_USER = _route("POST", f"{PREFIX}/users/{{name}}/disable")
+ENABLE_USER = _route("POST", f"{PREFIX}/users/{{name}}/enable")
 OPENAPI = _route("GET", f"{PREFIX}/openapi.json")
 SERVER_HEALTH = _route("GET", "/health")
 METRICS = _route("GET", "/metrics")
@@ -335,6 +342,21 @@ def revoke_token(token: str) -> Call[bool]:
     read = _data(Revoked)
     body = RevokeBody(token=token)
     return Call(REVOKE_TOKEN, _path(REVOKE_TOKEN), lambda r: read(r).revoked, body=body)
+
+
+def user_tokens(name: str, per_page: int | None) -> Call[Page[TokenInfo]]:
+    path = _path(USER_TOKENS, name=name)
+    return Call(USER_TOKENS, path, _page(TokenInfo), params=_query(per_page=per_page))
+
+
+def revoke_user_tokens(name: str) -> Call[int]:
+    read = _data(RevokedTokens)
+    return Call(REVOKE_USER_TOKENS, _path(REVOKE_USER_TOKENS, name=name), lambda r: read(r).revoked)
+
+
+def set_user_disabled(name: str, disabled: bool) -> Call[User]:
+    route = DISABLE_USER if disabled else ENABLE_USER
+    return Call(route, _path(route, name=name), _data(User))
 
 
 def server_health() -> Call[ServerHealth]:

@@ -25,7 +25,9 @@ from .models import (
     Page,
     Role,
     ServerHealth,
+    TokenInfo,
     TrustLevel,
+    User,
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
 
@@ -188,6 +190,18 @@ class AsyncClient:
 
     async def revoke_token(self, token: str) -> bool:
         return await self._send(api.revoke_token(token))
+
+    def user_tokens(self, name: str, *, per_page: int | None = None) -> AsyncIterator[TokenInfo]:
+        return self._walk(api.user_tokens(name, per_page))
+
+    async def revoke_user_tokens(self, name: str) -> int:
+        return await self._send(api.revoke_user_tokens(name))
+
+    async def disable_user(self, name: str) -> User:
+        return await self._send(api.set_user_disabled(name, True))
+
+    async def enable_user(self, name: str) -> User:
+        return await self._send(api.set_user_disabled(name, False))
 
     # The server
 

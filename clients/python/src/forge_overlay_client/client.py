@@ -25,7 +25,9 @@ from .models import (
     Page,
     Role,
     ServerHealth,
+    TokenInfo,
     TrustLevel,
+    User,
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
 
@@ -204,6 +206,22 @@ class Client:
     def revoke_token(self, token: str) -> bool:
         """Revokes a token (your own, or anyone's as an admin); it stops working at once."""
         return self._send(api.revoke_token(token))
+
+    def user_tokens(self, name: str, *, per_page: int | None = None) -> Iterator[TokenInfo]:
+        """A user's tokens, revoked ones too, oldest first (admin): metadata, never the tokens."""
+        return self._walk(api.user_tokens(name, per_page))
+
+    def revoke_user_tokens(self, name: str) -> int:
+        """Revokes every live token of a user (admin); returns how many."""
+        return self._send(api.revoke_user_tokens(name))
+
+    def disable_user(self, name: str) -> User:
+        """Disables a user (admin): none of its tokens works until it is enabled again."""
+        return self._send(api.set_user_disabled(name, True))
+
+    def enable_user(self, name: str) -> User:
+        """Enables a disabled user again (admin)."""
+        return self._send(api.set_user_disabled(name, False))
 
     # The server
 

@@ -296,6 +296,8 @@ class User(_Response):
     roles: list[Role]
     trust_level: TrustLevel
     created_at: datetime
+    #: A disabled user's tokens all fail authentication until an admin enables it again.
+    disabled: bool = False
 
 
 class NewUser(_Request):
@@ -334,6 +336,21 @@ class RevokeBody(_Request):
 
 class Revoked(_Response):
     revoked: bool
+
+
+class TokenInfo(_Response):
+    """One of a user's API tokens as an admin sees it: never the token, never its hash."""
+
+    #: The first 12 hex digits of the token's SHA-256.
+    id: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    #: True for the token installed from `FORGE_ADMIN_TOKEN`.
+    bootstrap: bool
+
+
+class RevokedTokens(_Response):
+    revoked: int
 
 
 class ServerHealth(_Response):

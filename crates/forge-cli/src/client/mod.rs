@@ -1,4 +1,4 @@
-//! Client commands: `overlay ...`, `capsule ...` and `user create` against a running server.
+//! Client commands: `overlay ...`, `capsule ...` and `user ...` against a running server.
 //!
 //! Each command is one request (two when an overlay is named `NAME@VERSION` and the endpoint wants
 //! its id). Human output by default; `--json` prints the response's `data` for scripts.
@@ -285,6 +285,18 @@ pub enum UserCommand {
         #[arg(long)]
         trust_level: Option<TrustLevel>,
     },
+    /// List a user's API tokens, revoked ones too: ids and dates, never the tokens (admin).
+    Tokens {
+        name: String,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Revoke every live token of a user (admin).
+    RevokeTokens { name: String },
+    /// Disable a user: none of its tokens works until it is enabled again (admin).
+    Disable { name: String },
+    /// Enable a disabled user again (admin).
+    Enable { name: String },
 }
 
 pub fn overlay(args: OverlayArgs) -> ExitCode {
@@ -423,9 +435,24 @@ fn capsule_command(client: &Client, out: Output, command: CapsuleCommand) -> Res
 }
 
 fn user_command(client: &Client, out: Output, command: UserCommand) -> Result<ExitCode, Failure> {
-    let UserCommand::Create { name, roles, trust_level } = command;
-    let mut user = NewUser::new(name, roles);
-    user.trust_level = trust_level.unwrap_or(user.trust_level);
-    out.show(&client.create_user(&user)?, |created| render::created_user(&created.user, &created.token));
+    match command {
+        UserCommand::Create { name, roles, trust_level } => {
+            let mut user = NewUser::new(name, roles);
+            user.trust_level = trust_level.unwrap_or(user.trust_level);
+            out.show(&client.create_user(&user)?, |created| {
+                render::created_user(&created.user, &created.token)
+            });
+        }
+        UserCommand::Tokens { name, paging } => {
+            let list = client.user_tokens(&name, paging.query())?;
+            out.show(&list.data[..], |items| render::tokens(items, &list.meta));
+        }
+        UserCommand::RevokeTokens { name } => {
+            let revoked = client.revoke_user_tokens(&name)?;
+            out.show(&revoked, |r| format!("Revoked {} tokens of {name}.\n", r.revoked));
+        }
+        UserCommand::Disable { name } => out.show(&client.disable_user(&name)?, render::user_access),
+        UserCommand::Enable { name } => out.show(&client.enable_user(&name)?, render::user_access),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{ContentArrangement, Table};
-use forge_model::api::Meta;
+use forge_model::api::{Meta, TokenInfo};
 use forge_model::{AuditEvent, Capsule, CapsuleHit, HealthReport, Overlay, OverlayResult, User};
 use serde::Serialize;
 use std::fmt::{Display, Write};
@@ -243,4 +243,23 @@ pub fn created_user(user: &User, token: &str) -> String {
     format!(
         "{user}\nAPI token (shown only this once; store it now):\n\n    {token}\n\nUse it with: export FORGE_TOKEN={token}\n"
     )
+}
+
+/// A user's tokens: ids and dates only, the server never shows more.
+pub fn tokens(items: &[TokenInfo], meta: &Meta) -> String {
+    table(
+        &["ID", "CREATED", "REVOKED", "BOOTSTRAP"],
+        items.iter().map(|t| {
+            let revoked = t.revoked_at.as_ref().map_or_else(|| "-".into(), time);
+            vec![t.id.clone(), time(&t.created_at), revoked, if t.bootstrap { "yes" } else { "-" }.into()]
+        }),
+        Some(meta),
+        "tokens",
+    )
+}
+
+/// Whether a user may sign in, after `user disable` or `user enable`.
+pub fn user_access(user: &User) -> String {
+    let state = if user.disabled { "disabled: none of its tokens works" } else { "enabled" };
+    format!("User {} is {state}.\n", user.name)
 }

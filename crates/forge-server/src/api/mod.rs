@@ -129,6 +129,10 @@ fn routes(http_limits: &HttpLimits) -> (Router<Arc<AppState>>, Document) {
         .routes(routes!(overlays::events))
         .routes(routes!(users::create))
         .routes(routes!(users::revoke_token))
+        .routes(routes!(users::tokens))
+        .routes(routes!(users::revoke_tokens))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
         .routes(routes!(system::openapi));
     let invocation_limit = limits::invocation_body_bytes(http_limits.max_input_bytes);
     let api = with_body_limit(http_limits.max_body_bytes, registration)
@@ -196,6 +200,10 @@ mod tests {
             "GET /api/v1/capsules/{id}",
             "POST /api/v1/users",
             "POST /api/v1/tokens/revoke",
+            "GET /api/v1/users/{name}/tokens",
+            "POST /api/v1/users/{name}/revoke-tokens",
+            "POST /api/v1/users/{name}/disable",
+            "POST /api/v1/users/{name}/enable",
         ]
         .map(String::from)
         .into();
@@ -405,8 +413,17 @@ mod tests {
             roles: vec![Role::User],
             trust_level: TrustLevel::Standard,
             created_at: now,
+            disabled: false,
         };
         documents_fields(&doc, "User", user);
+        let token = forge_model::api::TokenInfo {
+            id: "0123456789ab".into(),
+            created_at: now,
+            revoked_at: None,
+            bootstrap: false,
+        };
+        documents_fields(&doc, "TokenInfo", token);
+        documents_fields(&doc, "RevokedTokens", forge_model::api::RevokedTokens { revoked: 1 });
         documents_fields(&doc, ForgeError::name().as_ref(), ForgeError::not_found("x"));
     }
 

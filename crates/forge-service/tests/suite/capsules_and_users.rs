@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use forge_model::NewUser;
-use forge_model::{CapsuleType, ErrorCode, NewCapsule, Role, TrustLevel};
+use forge_model::{CapsuleType, ErrorCode, NewCapsule, PageRequest, Role, TrustLevel};
+use forge_storage::BootstrapToken;
 
 fn capsule(content: &str, trust: TrustLevel) -> NewCapsule {
     NewCapsule {
@@ -90,4 +91,84 @@ pub async fn bootstrap_token_is_idempotent(env: &Env) {
     let clash =
         svc.ensure_token("admin", Role::Operator, TrustLevel::Core, &forge_service::generate_token()).await;
     assert_eq!(clash.unwrap_err().code, ErrorCode::Conflict);
+}
+
+pub async fn admins_manage_a_users_tokens_and_access(env: &Env) {
+    let svc = &env.service;
+    let new_user =
+        NewUser { name: "greta".into(), roles: vec![Role::User], trust_level: TrustLevel::Standard };
+    let (_, first) = svc.create_user(&admin(), new_user).await.unwrap();
+    let second = forge_service::generate_token();
+    svc.ensure_token("greta", Role::User, TrustLevel::Standard, &second).await.unwrap();
+    let greta = svc.authenticate(&first).await.unwrap();
+
+    let tokens = svc.user_tokens(&admin(), "greta", PageRequest::default()).await.unwrap().items;
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.iter().any(|t| forge_service::token_hash(&first).starts_with(&t.id)));
+    assert_eq!(
+        svc.user_tokens(&operator(), "greta", PageRequest::default()).await.unwrap_err().code,
+        ErrorCode::AuthorizationError
+    );
+    assert_eq!(
+        svc.user_tokens(&greta, "greta", PageRequest::default()).await.unwrap_err().code,
+        ErrorCode::AuthorizationError
+    );
+    assert_eq!(
+        svc.user_tokens(&admin(), "nobody", PageRequest::default()).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    let modest = principal("modest", Role::Admin, TrustLevel::Sandbox);
+    assert_eq!(
+        svc.user_tokens(&modest, "greta", PageRequest::default()).await.unwrap_err().code,
+        ErrorCode::AuthorizationError
+    );
+
+    // Disabling applies at once, though the token was verified (and cached) a moment ago.
+    assert!(svc.set_user_disabled(&admin(), "greta", true).await.unwrap().disabled);
+    assert_eq!(svc.authenticate(&first).await.unwrap_err().code, ErrorCode::AuthenticationError);
+    assert_eq!(svc.authenticate(&second).await.unwrap_err().code, ErrorCode::AuthenticationError);
+    assert!(!svc.set_user_disabled(&admin(), "greta", false).await.unwrap().disabled);
+    assert_eq!(svc.authenticate(&second).await.unwrap().name, "greta", "enabled again");
+    let root = admin();
+    svc.ensure_token(&root.name, Role::Admin, root.trust_level, &forge_service::generate_token())
+        .await
+        .unwrap();
+    let myself = svc.set_user_disabled(&root, &root.name, true).await.unwrap_err();
+    assert_eq!(myself.code, ErrorCode::ValidationError, "an admin cannot lock itself out");
+    assert_eq!(svc.set_user_disabled(&admin(), "nobody", true).await.unwrap_err().code, ErrorCode::NotFound);
+
+    assert_eq!(svc.revoke_user_tokens(&admin(), "greta").await.unwrap(), 2);
+    assert_eq!(svc.authenticate(&first).await.unwrap_err().code, ErrorCode::AuthenticationError);
+    let tokens = svc.user_tokens(&admin(), "greta", PageRequest::default()).await.unwrap().items;
+    assert!(tokens.iter().all(|t| t.revoked_at.is_some()));
+    assert_eq!(svc.revoke_user_tokens(&admin(), "greta").await.unwrap(), 0);
+}
+
+pub async fn the_admin_token_is_replaced_when_it_changes_and_stays_revoked(env: &Env) {
+    let svc = &env.service;
+    let (first, second) = (forge_service::generate_token(), forge_service::generate_token());
+    assert_eq!(
+        svc.install_admin_token("admin", &first).await.unwrap(),
+        BootstrapToken::Installed { replaced: 0 }
+    );
+    let minted = forge_service::generate_token();
+    svc.ensure_token("admin", Role::Admin, TrustLevel::Core, &minted).await.unwrap();
+    assert_eq!(svc.install_admin_token("admin", &first).await.unwrap(), BootstrapToken::Kept);
+    assert_eq!(
+        svc.install_admin_token("admin", &second).await.unwrap(),
+        BootstrapToken::Installed { replaced: 1 }
+    );
+    assert_eq!(svc.authenticate(&first).await.unwrap_err().code, ErrorCode::AuthenticationError);
+    assert_eq!(svc.authenticate(&minted).await.unwrap().name, "admin", "only the bootstrap token goes");
+
+    let admin = svc.authenticate(&second).await.unwrap();
+    svc.revoke_token(&admin, &second).await.unwrap();
+    assert_eq!(svc.install_admin_token("admin", &second).await.unwrap(), BootstrapToken::Revoked);
+    assert_eq!(svc.authenticate(&second).await.unwrap_err().code, ErrorCode::AuthenticationError);
+
+    let operator_named =
+        NewUser { name: "ops".into(), roles: vec![Role::Operator], trust_level: TrustLevel::Standard };
+    svc.create_user(&crate::common::admin(), operator_named).await.unwrap();
+    let clash = svc.install_admin_token("ops", &forge_service::generate_token()).await.unwrap_err();
+    assert_eq!(clash.code, ErrorCode::Conflict, "a user of that name without the admin role");
 }

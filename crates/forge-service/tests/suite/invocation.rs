@@ -343,3 +343,41 @@ pub async fn an_overlay_failing_its_probation_goes_straight_back(env: &Env) {
             .contains(r#"forge_quarantines_total{overlay="echo@0.1.0",trigger="automatic"} 2"#)
     );
 }
+
+/// The storage error's text stays in the server log: the result says only that the host failed.
+pub async fn a_failing_capsule_store_is_a_generic_host_error(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("capsule-insight", TrustLevel::Standard).await;
+    let args = json!({"query": "wasm", "limit": 10});
+    assert!(svc.invoke(&user(), overlay.id, invocation("process", args.clone())).await.unwrap().success);
+    env.db.repo.close().await;
+    let result = svc.invoke(&user(), overlay.id, invocation("process", args)).await.unwrap();
+    assert_eq!(result.error_kind, Some(ErrorKind::HostError), "{result:?}");
+    assert_eq!(result.error.as_deref(), Some(forge_service::CAPSULE_STORE_FAILED));
+}
+
+/// Error text can quote what other users sent: only admins, operators and the overlay's submitter
+/// read it, in the overlay, its health and its audit trail.
+pub async fn error_text_and_reasons_are_for_operations_and_the_submitter(env: &Env) {
+    let svc = &env.service;
+    let overlay = env.active_example("echo", TrustLevel::Sandbox).await;
+    let secret = json!({"message": "password=hunter2"});
+    let failed = svc.invoke(&admin(), overlay.id, invocation("fail", secret)).await.unwrap();
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("hunter2")), "{failed:?}");
+    svc.flush_health().await.unwrap();
+    svc.transition(&operator(), overlay.id, LifecycleAction::Suspend, Some("hunter2 leaked".into()))
+        .await
+        .unwrap();
+    let stranger = principal("stranger", Role::User, TrustLevel::Standard);
+    let page = PageRequest::new(None, None);
+    for (caller, sees) in [(user(), true), (operator(), true), (admin(), true), (stranger, false)] {
+        let last_error = svc.get(&caller, overlay.id).await.unwrap().health.last_error;
+        assert_eq!(last_error.is_some(), sees, "{}: overlay", caller.name);
+        let listed = svc.list(&caller, &Default::default(), page).await.unwrap();
+        assert_eq!(listed.items[0].health.last_error.is_some(), sees, "{}: list", caller.name);
+        assert_eq!(svc.health(&caller, overlay.id).await.unwrap().last_error.is_some(), sees);
+        let events = svc.events(&caller, overlay.id, page).await.unwrap().items;
+        let suspended = events.iter().find(|e| e.actor == "oscar").unwrap();
+        assert_eq!(suspended.reason.is_some(), sees, "{}: events", caller.name);
+    }
+}

@@ -66,10 +66,14 @@ suite! {
         state_changes_apply_to_the_next_invocation,
         failures_the_caller_caused_do_not_quarantine,
         an_overlay_failing_its_probation_goes_straight_back,
+        a_failing_capsule_store_is_a_generic_host_error,
+        error_text_and_reasons_are_for_operations_and_the_submitter,
     ],
     capsules_and_users: [
         capsules_are_filtered_by_trust,
         users_get_tokens_that_authenticate_until_revoked,
         bootstrap_token_is_idempotent,
+        admins_manage_a_users_tokens_and_access,
+        the_admin_token_is_replaced_when_it_changes_and_stays_revoked,
     ],
 }

@@ -40,7 +40,7 @@ macro_rules! capsule_columns {
 
 macro_rules! user_columns {
     () => {
-        "id, name, roles, trust_level, created_at"
+        "id, name, roles, trust_level, created_at, disabled_at"
     };
 }
 
@@ -97,10 +97,29 @@ pub(super) const INSERT_USER: &str = concat!(
 pub(super) const GET_USER_BY_NAME: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1");
 pub(super) const INSERT_TOKEN: &str =
     "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ($1, $2, $3)";
-pub(super) const USER_BY_TOKEN: &str = "SELECT u.id, u.name, u.roles, u.trust_level, u.created_at \
-     FROM users u JOIN api_tokens t ON t.user_id = u.id WHERE t.token_hash = $1 AND t.revoked_at IS NULL";
+/// Only a live token of an enabled user authenticates.
+pub(super) const USER_BY_TOKEN: &str = "SELECT u.id, u.name, u.roles, u.trust_level, u.created_at, u.disabled_at \
+     FROM users u JOIN api_tokens t ON t.user_id = u.id \
+     WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL";
 pub(super) const REVOKE_TOKEN: &str =
     "UPDATE api_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL";
+pub(super) const COUNT_TOKENS: &str = "SELECT COUNT(*) AS total FROM api_tokens WHERE user_id = $1";
+/// A user's tokens, oldest first, identified by a prefix of their hash: the hash stays in the database.
+pub(super) const LIST_TOKENS: &str = "SELECT substr(token_hash, 1, 12) AS id, created_at, revoked_at, bootstrap \
+     FROM api_tokens WHERE user_id = $1 ORDER BY created_at, token_hash LIMIT $2 OFFSET $3";
+pub(super) const REVOKE_USER_TOKENS: &str =
+    "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+/// `$2` is the time it is disabled at, or null to enable it.
+pub(super) const SET_USER_DISABLED: &str =
+    concat!("UPDATE users SET disabled_at = $2 WHERE name = $1 RETURNING ", user_columns!());
+pub(super) const TOKEN_OWNER: &str = "SELECT user_id, revoked_at FROM api_tokens WHERE token_hash = $1";
+pub(super) const MARK_BOOTSTRAP: &str = "UPDATE api_tokens SET bootstrap = TRUE WHERE token_hash = $1";
+/// Every other live bootstrap token: the one `FORGE_ADMIN_TOKEN` named before it changed.
+pub(super) const REVOKE_OTHER_BOOTSTRAP: &str =
+    "UPDATE api_tokens SET revoked_at = $2 WHERE bootstrap AND revoked_at IS NULL AND token_hash <> $1";
+/// Processes starting together may insert the same bootstrap token: the first one wins.
+pub(super) const INSERT_BOOTSTRAP_TOKEN: &str = "INSERT INTO api_tokens (token_hash, user_id, created_at, bootstrap) \
+     VALUES ($1, $2, $3, TRUE) ON CONFLICT DO NOTHING";
 
 pub(super) const INSERT_CAPSULE: &str = concat!(
     "INSERT INTO capsules (",

@@ -4,13 +4,15 @@
 use super::backend::{Arg, Execute, Pools, Tx, count};
 use super::queries::*;
 use super::rows::{
-    capsule_from, event_from, health_from, overlay_from, overlays_from, preview_from, trust_from, user_from,
+    capsule_from, event_from, health_from, overlay_from, overlays_from, preview_from, token_from, trust_from,
+    user_from,
 };
 use super::search::{fts5_query, like_substring, search_terms};
 use crate::error::StorageError;
-use crate::repository::{HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
+use crate::repository::{BootstrapToken, HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use forge_model::api::TokenInfo;
 use forge_model::{
     AuditEvent, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay, OverlayFilter,
     OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
@@ -335,6 +337,53 @@ impl Repository for SqlRepository {
         let revoked = tx.execute(REVOKE_TOKEN, &[token_hash.into(), Utc::now().into()]).await? == 1;
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    async fn list_tokens(&self, user_id: Uuid, page: PageRequest) -> Result<Page<TokenInfo>> {
+        let total = self.count(COUNT_TOKENS, &[user_id.into()]).await?;
+        let (limit, offset) = limit_offset(page);
+        let args = [user_id.into(), limit.into(), offset.into()];
+        let rows = self.pools.read().await?.fetch_all(LIST_TOKENS, &args).await?;
+        let tokens = rows.iter().map(token_from).collect::<Result<_>>()?;
+        Ok(Page::new(tokens, total, page))
+    }
+
+    async fn revoke_user_tokens(&self, user_id: Uuid) -> Result<u64> {
+        let mut tx = self.pools.write().await?;
+        let revoked = tx.execute(REVOKE_USER_TOKENS, &[user_id.into(), Utc::now().into()]).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<Option<User>> {
+        let at = disabled.then(Utc::now);
+        let mut tx = self.pools.write().await?;
+        let row = tx.fetch_optional(SET_USER_DISABLED, &[name.into(), at.into()]).await?;
+        let user = row.as_ref().map(user_from).transpose()?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn install_bootstrap_token(&self, user_id: Uuid, token_hash: &str) -> Result<BootstrapToken> {
+        let mut tx = self.pools.write().await?;
+        let outcome = match tx.fetch_optional(TOKEN_OWNER, &[token_hash.into()]).await? {
+            Some(row) if row.uuid("user_id")? != user_id => {
+                return Err(StorageError::Conflict("the token belongs to another user".into()));
+            }
+            Some(row) if row.opt_time("revoked_at")?.is_some() => BootstrapToken::Revoked,
+            Some(_) => {
+                tx.execute(MARK_BOOTSTRAP, &[token_hash.into()]).await?;
+                BootstrapToken::Kept
+            }
+            None => {
+                let now = Utc::now();
+                let replaced = tx.execute(REVOKE_OTHER_BOOTSTRAP, &[token_hash.into(), now.into()]).await?;
+                tx.execute(INSERT_BOOTSTRAP_TOKEN, &[token_hash.into(), user_id.into(), now.into()]).await?;
+                BootstrapToken::Installed { replaced }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn insert_capsule(&self, capsule: NewCapsule) -> Result<Capsule> {

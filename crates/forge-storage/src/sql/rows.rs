@@ -3,6 +3,7 @@
 use super::backend::Row;
 use crate::error::StorageError;
 use crate::repository::Result;
+use forge_model::api::TokenInfo;
 use forge_model::{
     AuditEvent, Capsule, CapsulePreview, Overlay, OverlayHealth, OverlayManifest, OverlayState, RecentCalls,
     TrustLevel, User,
@@ -90,6 +91,16 @@ pub(super) fn user_from(row: &Row) -> Result<User> {
         roles,
         trust_level: trust_from(row)?,
         created_at: row.time("created_at")?,
+        disabled: row.opt_time("disabled_at")?.is_some(),
+    })
+}
+
+pub(super) fn token_from(row: &Row) -> Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.text("id")?,
+        created_at: row.time("created_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
+        bootstrap: row.bool("bootstrap")?,
     })
 }
 

@@ -76,6 +76,10 @@ suite! {
     users: [
         users_are_found_by_name,
         tokens_authenticate_until_revoked,
+        tokens_are_listed_without_their_hashes,
+        a_disabled_users_tokens_do_not_authenticate,
+        the_bootstrap_token_replaces_only_the_previous_one,
+        concurrent_bootstrap_installs_all_succeed,
         token_refusals,
     ],
     capsules: [

@@ -1,0 +1,8 @@
+-- Disabling users, and telling the token installed from FORGE_ADMIN_TOKEN apart from the others.
+
+-- Set while the user is disabled: none of its tokens authenticates.
+ALTER TABLE users ADD COLUMN disabled_at TIMESTAMPTZ;
+
+-- True for the token installed from FORGE_ADMIN_TOKEN; a different one at start revokes it. Tokens
+-- installed before this column existed are marked at the first start that is given them again.
+ALTER TABLE api_tokens ADD COLUMN bootstrap BOOLEAN NOT NULL DEFAULT FALSE;

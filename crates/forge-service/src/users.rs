@@ -85,6 +85,12 @@ impl TokenCache {
         looked_up.entries.retain(|hash, (principal, _)| !which(hash, principal.as_ref()));
     }
 
+    /// Drops what is known of a user's tokens: its live ones, and every unknown one (a disabled
+    /// user's tokens are looked up as unknown, and must work again once it is enabled).
+    fn forget_user(&self, name: &str) {
+        self.forget(|_, principal| principal.is_none_or(|p| p.name == name));
+    }
+
     /// Drops what is known of one token: it was just revoked, or just stored.
     fn forget_token(&self, token_hash: &str) {
         self.forget(|hash, _| hash == token_hash);
@@ -322,7 +328,7 @@ impl OverlayService {
     pub async fn revoke_user_tokens(&self, actor: &Principal, name: &str) -> Result<u64, ForgeError> {
         let user = self.managed_user(actor, name).await?;
         let revoked = self.inner.repo.revoke_user_tokens(user.id).await?;
-        self.inner.tokens.forget(|_, principal| principal.is_some_and(|p| p.name == name));
+        self.inner.tokens.forget_user(name);
         Ok(revoked)
     }
 
@@ -340,7 +346,7 @@ impl OverlayService {
             return Err(ForgeError::validation("an admin cannot disable itself"));
         }
         let user = self.inner.repo.set_user_disabled(name, disabled).await?;
-        self.inner.tokens.forget(|_, principal| principal.is_some_and(|p| p.name == name));
+        self.inner.tokens.forget_user(name);
         user.ok_or_else(|| unknown_user(name))
     }
 

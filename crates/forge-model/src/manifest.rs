@@ -194,6 +194,36 @@ impl OverlayManifest {
         Err(ForgeError::invalid_fields("manifest", errors))
     }
 
+    /// A manifest as a registration stored it: decoded field by field without today's rules, so
+    /// that a rule tightened later never makes an overlay registered before unreadable. Only what
+    /// is not a manifest at all (a field missing or of the wrong type) is an error.
+    pub fn from_stored(value: Value) -> Result<Self, serde_json::Error> {
+        let Stored {
+            name,
+            version,
+            description,
+            author,
+            capabilities,
+            max_memory_mb,
+            max_execution_ms,
+            max_fuel,
+            entry_points,
+            build,
+        } = serde_json::from_value(value)?;
+        Ok(OverlayManifest {
+            name,
+            version,
+            description,
+            author,
+            capabilities,
+            max_memory_mb,
+            max_execution_ms,
+            max_fuel,
+            entry_points,
+            build,
+        })
+    }
+
     /// The manifest as `overlay.toml` text.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a manifest is always representable in TOML")
@@ -212,6 +242,21 @@ impl OverlayManifest {
     pub fn privileged_capabilities(&self) -> Vec<CapabilityName> {
         self.capabilities.iter().map(|c| c.name).filter(|c| c.is_privileged()).collect()
     }
+}
+
+/// The fields of a stored manifest, as [`OverlayManifest`] serializes them, read without checks.
+#[derive(Deserialize)]
+struct Stored {
+    name: String,
+    version: String,
+    description: String,
+    author: String,
+    capabilities: Vec<Capability>,
+    max_memory_mb: u32,
+    max_execution_ms: u32,
+    max_fuel: u64,
+    entry_points: Vec<String>,
+    build: Option<BuildSpec>,
 }
 
 impl TryFrom<Value> for OverlayManifest {

@@ -7,17 +7,26 @@ use forge_runtime::MAX_SEARCH_LIMIT;
 use forge_runtime::{CapsuleStore, HostCallError};
 use forge_storage::{Repository, StorageError};
 use std::sync::Arc;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 /// The repository as the runtime's capsule store: storage failures are host faults, never the
 /// overlay's.
 pub(crate) struct RepositoryCapsules {
     repo: Arc<dyn Repository>,
+    /// Turns to use the database (`host_call_db_operations`), fewer than the pool's connections:
+    /// guests looping on host calls queue here, leaving connections to authentication and
+    /// lifecycle requests. A guest's wait is bounded by its call's deadline.
+    turns: Semaphore,
 }
 
 impl RepositoryCapsules {
-    pub(crate) fn new(repo: Arc<dyn Repository>) -> Self {
-        RepositoryCapsules { repo }
+    pub(crate) fn new(repo: Arc<dyn Repository>, db_operations: usize) -> Self {
+        RepositoryCapsules { repo, turns: Semaphore::new(db_operations.max(1)) }
+    }
+
+    async fn turn(&self) -> Result<SemaphorePermit<'_>, HostCallError> {
+        self.turns.acquire().await.map_err(|_| HostCallError::Fault("capsule store closed".into()))
     }
 }
 
@@ -28,6 +37,7 @@ fn fault(error: StorageError) -> HostCallError {
 #[async_trait::async_trait]
 impl CapsuleStore for RepositoryCapsules {
     async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.get_capsule(id).await.map_err(fault)
     }
 
@@ -37,10 +47,12 @@ impl CapsuleStore for RepositoryCapsules {
         limit: u32,
         max_trust: TrustLevel,
     ) -> Result<Vec<CapsuleHit>, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.search_capsules(query, limit, max_trust).await.map_err(fault)
     }
 
     async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.insert_capsule(capsule).await.map_err(fault)
     }
 }

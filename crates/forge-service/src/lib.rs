@@ -17,7 +17,7 @@ mod registry;
 mod users;
 
 pub use access::{Operation, require};
-pub use config::ServiceConfig;
+pub use config::{ServiceConfig, half_of_physical_memory_mb};
 pub use metrics::ServiceMetrics;
 pub use registry::Registration;
 pub use users::{generate_token, token_hash};
@@ -26,7 +26,7 @@ use forge_model::ForgeError;
 use forge_runtime::{HostServices, NoNetwork, Runtime};
 use forge_storage::{BlobStore, Repository};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// The service. Cheap to clone; every clone is the same service.
 #[derive(Clone)]
@@ -42,6 +42,12 @@ struct Inner {
     overlays: cache::OverlayCache,
     /// Invocations running now, over all overlays.
     in_flight: AtomicUsize,
+    /// Sum of the `max_memory_mb` of the invocations running now.
+    memory_in_flight_mb: AtomicU64,
+    /// Turns to compile a module (`max_concurrent_compilations`).
+    compilations: Arc<tokio::sync::Semaphore>,
+    /// Each user's registration token bucket.
+    registrations: registry::RegistrationLimiter,
     recorder: Arc<recorder::HealthRecorder>,
     tokens: users::TokenCache,
     metrics: ServiceMetrics,
@@ -55,7 +61,8 @@ impl OverlayService {
         repo: Arc<dyn Repository>,
         blobs: BlobStore,
     ) -> Result<Self, ForgeError> {
-        let capsules = Arc::new(capsules::RepositoryCapsules::new(repo.clone()));
+        let capsules =
+            Arc::new(capsules::RepositoryCapsules::new(repo.clone(), config.host_call_db_operations));
         let services = HostServices { capsules, http: Arc::new(NoNetwork) };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
         let recorder = Arc::new(recorder::HealthRecorder::default());
@@ -63,6 +70,11 @@ impl OverlayService {
             inner: Arc::new(Inner {
                 overlays: cache::OverlayCache::new(config.overlay_cache_entries, config.record_refresh),
                 in_flight: AtomicUsize::new(0),
+                memory_in_flight_mb: AtomicU64::new(0),
+                compilations: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_compilations.max(1),
+                )),
+                registrations: registry::RegistrationLimiter::new(config.registrations_per_minute),
                 tokens: users::TokenCache::default(),
                 metrics: ServiceMetrics::new(),
                 recorder,

@@ -93,3 +93,22 @@ impl OverlayService {
         Ok(self.inner.repo.search_capsules(query, limit, caller.trust_level).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_calls_wait_for_a_database_turn_while_the_rest_of_the_pool_serves() {
+        let db = forge_storage::testing::sqlite().await;
+        let capsules = RepositoryCapsules::new(db.repo.clone(), 1);
+        let taken = capsules.turn().await.unwrap();
+        let mut search = capsules.search("wasm", 10, TrustLevel::Core);
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut search).await;
+        assert!(waited.is_err(), "a host call beyond the turns waits");
+        assert_eq!(db.repo.get_capsule(Uuid::now_v7()).await.unwrap(), None, "other requests are served");
+        drop(taken);
+        assert_eq!(search.await.unwrap(), vec![], "the waiting host call runs once a turn is free");
+    }
+}

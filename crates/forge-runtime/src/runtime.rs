@@ -68,21 +68,23 @@ impl Runtime {
     }
 
     /// The compiled module: from the memory cache, else from the on-disk cache, else compiled
-    /// (malformed input is a validation error). Caches nothing: see [`Self::remember`].
-    fn compile(&self, hash: &str, wasm: &[u8]) -> Result<Module, ForgeError> {
+    /// (malformed input is a validation error), and whether it was compiled just now. Caches
+    /// nothing: see [`Self::remember`].
+    fn compile(&self, hash: &str, wasm: &[u8]) -> Result<(Module, bool), ForgeError> {
         if let Some(module) = self.inner.modules.lock().get(hash) {
-            return Ok(module.clone());
+            return Ok((module.clone(), false));
         }
         if let Some(module) = self.compiled_on_disk(hash) {
-            return Ok(module);
+            return Ok((module, false));
         }
         let engine = &self.inner.engine;
         let compiled = engine
             .precompile_module(wasm)
             .map_err(|e| ForgeError::validation(format!("the module does not compile: {e:#}")))?;
         // SAFETY: the bytes were produced just now by this engine.
-        unsafe { Module::deserialize(engine, &compiled) }
-            .map_err(|e| ForgeError::internal(format!("loading compiled code: {e:#}")))
+        let module = unsafe { Module::deserialize(engine, &compiled) }
+            .map_err(|e| ForgeError::internal(format!("loading compiled code: {e:#}")))?;
+        Ok((module, true))
     }
 
     /// A module compiled by an earlier run, if the on-disk cache has a compatible one.
@@ -102,10 +104,11 @@ impl Runtime {
         }
     }
 
-    /// Keeps a module that passed every check in memory and, if configured, on disk.
-    fn remember(&self, hash: String, module: &Module) {
-        if let Some(dir) = &self.inner.config.compiled_cache_dir
-            && !dir.join(&hash).exists()
+    /// Keeps a module that passed every check in memory and, if configured and `compiled_now`, on
+    /// disk (replacing a file this engine could not load).
+    fn remember(&self, hash: String, module: &Module, compiled_now: bool) {
+        if compiled_now
+            && let Some(dir) = &self.inner.config.compiled_cache_dir
             && let Err(error) = write_compiled(dir, &hash, module)
         {
             tracing::warn!(dir = %dir.display(), %error, "could not keep compiled code on disk");
@@ -118,11 +121,11 @@ impl Runtime {
     pub fn prepare(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<PreparedOverlay, ForgeError> {
         self.check_module_size(wasm.len())?;
         let hash = sha256_hex(wasm);
-        let module = self.compile(&hash, wasm)?;
+        let (module, compiled_now) = self.compile(&hash, wasm)?;
         let info = abi::check_module(&module, manifest)?;
         let prepared =
             PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)?;
-        self.remember(hash, &module);
+        self.remember(hash, &module, compiled_now);
         Ok(prepared)
     }
 
@@ -342,6 +345,23 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "kept on disk");
         runtime.prepare(&manifest(), &valid_module(3)).unwrap();
         assert!(dir.path().join(sha256_hex(&valid_module(3))).is_file(), "a passing module is kept");
+    }
+
+    #[test]
+    fn an_unloadable_compiled_file_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig {
+            max_instances: 2,
+            compiled_cache_dir: Some(dir.path().to_owned()),
+            ..RuntimeConfig::default()
+        };
+        let file = dir.path().join(sha256_hex(&valid_module(4)));
+        std::fs::write(&file, b"not compiled code").unwrap();
+        let runtime = Runtime::new(config, HostServices::default()).unwrap();
+        runtime.prepare(&manifest(), &valid_module(4)).unwrap();
+        assert_ne!(std::fs::read(&file).unwrap(), b"not compiled code", "replaced");
+        let restarted = Runtime::new(runtime.config().clone(), HostServices::default()).unwrap();
+        assert!(restarted.compiled_on_disk(&sha256_hex(&valid_module(4))).is_some(), "loadable now");
     }
 
     #[test]

@@ -63,8 +63,8 @@ _Noreturn void forge_reject_input(const char *message);
 
 /*
  * A host function's refusal (`{"error": {"code", "message"}}`): `not_found`,
- * `invalid_request`, `unavailable`, or `invalid_response` when the answer
- * could not be read. Both strings live until the call ends.
+ * `invalid_request`, `unavailable`, `limit_exceeded` (the call used up its
+ * host calls), or `invalid_response` when the answer could not be read. Both strings live until the call ends.
  */
 typedef struct {
     const char *code;

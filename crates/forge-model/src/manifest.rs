@@ -194,6 +194,19 @@ impl OverlayManifest {
         Err(ForgeError::invalid_fields("manifest", errors))
     }
 
+    /// A manifest as a registration stored it: decoded field by field without today's rules, so
+    /// that a rule tightened later never makes an overlay registered before unreadable. Only what
+    /// is not a manifest at all (a field missing or of the wrong type) is an error.
+    pub fn from_stored(value: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value::<Stored>(value).map(Self::from)
+    }
+
+    /// Deserializes a manifest as [`from_stored`](Self::from_stored) reads it: for records of
+    /// registered overlays (`Overlay::manifest`), never for a manifest submitted to register.
+    pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Stored::deserialize(deserializer).map(Self::from)
+    }
+
     /// The manifest as `overlay.toml` text.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a manifest is always representable in TOML")
@@ -211,6 +224,75 @@ impl OverlayManifest {
     /// Privileged capabilities this manifest requests (those need admin approval).
     pub fn privileged_capabilities(&self) -> Vec<CapabilityName> {
         self.capabilities.iter().map(|c| c.name).filter(|c| c.is_privileged()).collect()
+    }
+}
+
+/// The fields of a stored manifest, read without checks; a missing optional field takes its
+/// default, as the OpenAPI schema says.
+#[derive(Deserialize)]
+struct Stored {
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    capabilities: Vec<Capability>,
+    #[serde(default = "stored_defaults::max_memory_mb")]
+    max_memory_mb: u32,
+    #[serde(default = "stored_defaults::max_execution_ms")]
+    max_execution_ms: u32,
+    #[serde(default = "stored_defaults::max_fuel")]
+    max_fuel: u64,
+    #[serde(default = "stored_defaults::entry_points")]
+    entry_points: Vec<String>,
+    build: Option<BuildSpec>,
+}
+
+/// [`limits`]' defaults as serde default functions.
+mod stored_defaults {
+    use super::limits;
+    pub fn max_memory_mb() -> u32 {
+        limits::MEMORY_MB_DEFAULT
+    }
+    pub fn max_execution_ms() -> u32 {
+        limits::EXECUTION_MS_DEFAULT
+    }
+    pub fn max_fuel() -> u64 {
+        limits::FUEL_DEFAULT
+    }
+    pub fn entry_points() -> Vec<String> {
+        vec![limits::ENTRY_POINT_DEFAULT.to_owned()]
+    }
+}
+
+impl From<Stored> for OverlayManifest {
+    fn from(stored: Stored) -> Self {
+        let Stored {
+            name,
+            version,
+            description,
+            author,
+            capabilities,
+            max_memory_mb,
+            max_execution_ms,
+            max_fuel,
+            entry_points,
+            build,
+        } = stored;
+        OverlayManifest {
+            name,
+            version,
+            description,
+            author,
+            capabilities,
+            max_memory_mb,
+            max_execution_ms,
+            max_fuel,
+            entry_points,
+            build,
+        }
     }
 }
 

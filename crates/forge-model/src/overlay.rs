@@ -14,7 +14,9 @@ use uuid::Uuid;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Overlay {
     pub id: Uuid,
-    #[serde(flatten)]
+    /// Read as registered, not checked again: a rule tightened later must not make an overlay
+    /// registered before unreadable.
+    #[serde(flatten, deserialize_with = "OverlayManifest::deserialize_stored")]
     pub manifest: OverlayManifest,
     pub state: OverlayState,
     pub trust_level: TrustLevel,
@@ -369,6 +371,21 @@ mod tests {
 
     fn window(calls: &str) -> RecentCalls {
         RecentCalls::parse(calls).unwrap()
+    }
+
+    #[test]
+    fn a_record_whose_manifest_breaks_newer_rules_is_still_read() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["description"] = json!("d".repeat(crate::manifest::limits::DESCRIPTION_MAX_CHARS + 1));
+        value["max_memory_mb"] = json!(4096);
+        let read: Overlay = serde_json::from_value(value).unwrap();
+        assert_eq!(read.manifest.max_memory_mb, 4096);
+        let mut minimal = serde_json::to_value(sample()).unwrap();
+        minimal.as_object_mut().unwrap().remove("max_fuel");
+        let read: Overlay = serde_json::from_value(minimal.clone()).unwrap();
+        assert_eq!(read.manifest.max_fuel, crate::manifest::limits::FUEL_DEFAULT, "defaults as documented");
+        minimal.as_object_mut().unwrap().remove("name");
+        assert!(serde_json::from_value::<Overlay>(minimal).is_err(), "what is not a manifest still is not");
     }
 
     #[test]

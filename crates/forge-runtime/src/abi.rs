@@ -30,6 +30,9 @@ pub enum GuestErrorCode {
     NotFound,
     /// The feature is not configured on this host.
     Unavailable,
+    /// The call used up its host calls or their bytes (`max_host_calls`, `max_host_call_bytes`);
+    /// nothing was done, and every later host call of this call gets the same answer.
+    LimitExceeded,
 }
 
 impl GuestErrorCode {

@@ -45,13 +45,39 @@ pub struct RuntimeConfig {
     /// [`MAX_LOG_LINES`](crate::MAX_LOG_LINES) lines; the rest is dropped and counted. Default: 64 KiB.
     pub max_log_bytes: usize,
 
+    /// Request / response host function calls (`capsule_read`, `capsule_search`, `capsule_create`,
+    /// `http_request`) one call may make. Default: 1000.
+    ///
+    /// Each costs the host a database query or a request; past the limit the guest is answered
+    /// `limit_exceeded` without any work done (docs/abi.md), so a guest looping on them costs at most
+    /// this many per call.
+    pub max_host_calls: u32,
+
+    /// Request and response bytes those host calls may move in one call. Default: 16 MiB.
+    ///
+    /// Once it is reached every later host call is answered `limit_exceeded` (the answer that
+    /// crosses it is still delivered, so one call can exceed it by one answer).
+    pub max_host_call_bytes: usize,
+
+    /// Largest module accepted, in bytes, checked before any parsing (of WebAssembly text too).
+    /// Default: 16 MiB.
+    ///
+    /// Compiling costs time and memory roughly in proportion to the module's size; real overlays
+    /// are well under 1 MiB. Larger modules are refused with 413 naming this limit.
+    pub max_module_bytes: usize,
+
     /// Compiled modules kept in memory, keyed by SHA-256. Default: 256.
     ///
     /// Compilation costs milliseconds to seconds; a hit costs a hash lookup.
     pub module_cache_entries: usize,
 
-    /// Directory for Wasmtime's on-disk cache of compiled code, keyed by the engine's compatibility
-    /// hash, so a restart does not recompile. Default: none (compile on first use after start).
+    /// Directory of compiled code kept on disk, one file per module named by its SHA-256, so a
+    /// restart does not recompile. Default: none (compile on first use after start).
+    ///
+    /// A module is written there (and kept in memory) only once it passed every registration
+    /// check, so a refused upload leaves nothing behind. A file Wasmtime finds incompatible (another
+    /// engine version or configuration) is compiled again and replaced. The directory must be
+    /// writable by this process only: its files are loaded as machine code.
     pub compiled_cache_dir: Option<PathBuf>,
 
     /// Wasm stack available to a guest, in bytes. Default: 512 KiB (Wasmtime's).
@@ -69,6 +95,9 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(2),
             max_input_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
+            max_module_bytes: 16 << 20,
+            max_host_calls: 1000,
+            max_host_call_bytes: 16 << 20,
             max_log_bytes: 64 << 10,
             module_cache_entries: 256,
             compiled_cache_dir: None,

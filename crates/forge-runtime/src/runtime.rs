@@ -9,6 +9,7 @@ use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity};
 use forge_model::{ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -33,7 +34,7 @@ struct Inner {
 impl Runtime {
     /// Builds the engine with fuel, epoch interruption and the pooling allocator, and starts the ticker.
     pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Runtime, ForgeError> {
-        let engine = Engine::new(&engine_config(&config)?)
+        let engine = Engine::new(&engine_config(&config))
             .map_err(|e| ForgeError::internal(format!("cannot start the WebAssembly engine: {e:#}")))?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let entries = NonZeroUsize::new(config.module_cache_entries).unwrap_or(NonZeroUsize::MIN);
@@ -52,23 +53,80 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// Compiles a binary, or takes it from the cache by SHA-256 (malformed input is a validation error).
-    fn compile(&self, wasm: &[u8]) -> Result<Module, ForgeError> {
-        let hash = sha256_hex(wasm);
-        if let Some(module) = self.inner.modules.lock().get(&hash) {
-            return Ok(module.clone());
+    /// Refuses a module larger than `max_module_bytes` (413 naming the limit); call it before parsing.
+    pub fn check_module_size(&self, bytes: usize) -> Result<(), ForgeError> {
+        let max = self.inner.config.max_module_bytes;
+        if bytes <= max {
+            return Ok(());
         }
-        let module = Module::from_binary(&self.inner.engine, wasm)
+        Err(ForgeError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("a module of {bytes} bytes exceeds the limit of {max} bytes (max_module_bytes)"),
+        )
+        .with_detail("limit", "max_module_bytes")
+        .with_detail("max_bytes", max))
+    }
+
+    /// The compiled module: from the memory cache, else from the on-disk cache, else compiled
+    /// (malformed input is a validation error), and whether it was compiled just now. Caches
+    /// nothing: see [`Self::remember`].
+    fn compile(&self, hash: &str, wasm: &[u8]) -> Result<(Module, bool), ForgeError> {
+        if let Some(module) = self.inner.modules.lock().get(hash) {
+            return Ok((module.clone(), false));
+        }
+        if let Some(module) = self.compiled_on_disk(hash) {
+            return Ok((module, false));
+        }
+        let engine = &self.inner.engine;
+        let compiled = engine
+            .precompile_module(wasm)
             .map_err(|e| ForgeError::validation(format!("the module does not compile: {e:#}")))?;
+        // SAFETY: the bytes were produced just now by this engine.
+        let module = unsafe { Module::deserialize(engine, &compiled) }
+            .map_err(|e| ForgeError::internal(format!("loading compiled code: {e:#}")))?;
+        Ok((module, true))
+    }
+
+    /// A module compiled by an earlier run, if the on-disk cache has a compatible one.
+    fn compiled_on_disk(&self, hash: &str) -> Option<Module> {
+        let path = self.inner.config.compiled_cache_dir.as_ref()?.join(hash);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: only this process writes the directory (see `RuntimeConfig::compiled_cache_dir`),
+        // and Wasmtime refuses a file compiled by an incompatible engine.
+        match unsafe { Module::deserialize_file(&self.inner.engine, &path) } {
+            Ok(module) => Some(module),
+            Err(error) => {
+                tracing::info!(path = %path.display(), %error, "compiled module not reusable; compiling again");
+                None
+            }
+        }
+    }
+
+    /// Keeps a module that passed every check in memory and, if configured and `compiled_now`, on
+    /// disk (replacing a file this engine could not load).
+    fn remember(&self, hash: String, module: &Module, compiled_now: bool) {
+        if compiled_now
+            && let Some(dir) = &self.inner.config.compiled_cache_dir
+            && let Err(error) = write_compiled(dir, &hash, module)
+        {
+            tracing::warn!(dir = %dir.display(), %error, "could not keep compiled code on disk");
+        }
         self.inner.modules.lock().put(hash, module.clone());
-        Ok(module)
     }
 
     /// Checks a module and pre-links it for its manifest's grants, ready for any number of calls.
+    /// Only a module that passes enters the compiled-module caches.
     pub fn prepare(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<PreparedOverlay, ForgeError> {
-        let module = self.compile(wasm)?;
+        self.check_module_size(wasm.len())?;
+        let hash = sha256_hex(wasm);
+        let (module, compiled_now) = self.compile(&hash, wasm)?;
         let info = abi::check_module(&module, manifest)?;
-        PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)
+        let prepared =
+            PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)?;
+        self.remember(hash, &module, compiled_now);
+        Ok(prepared)
     }
 
     /// Runs one invocation in a fresh instance. `Err` means it was refused before running (invalid
@@ -109,6 +167,8 @@ impl Runtime {
                 max_input_bytes: config.max_input_bytes,
                 max_output_bytes: config.max_output_bytes,
                 max_log_bytes: config.max_log_bytes,
+                max_host_calls: config.max_host_calls,
+                max_host_call_bytes: config.max_host_call_bytes,
             },
             identity,
         };
@@ -117,7 +177,7 @@ impl Runtime {
     }
 }
 
-fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
+fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(config.max_instances)
         .total_memories(config.max_instances)
@@ -133,15 +193,17 @@ fn engine_config(config: &RuntimeConfig) -> Result<Config, ForgeError> {
         .max_wasm_stack(config.max_wasm_stack)
         .wasm_component_model(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    if let Some(dir) = &config.compiled_cache_dir {
-        let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir);
-        let cache = wasmtime::Cache::new(cache).map_err(|e| {
-            ForgeError::internal(format!("compiled-module cache at {}: {e:#}", dir.display()))
-        })?;
-        wasm.cache(Some(cache));
-    }
-    Ok(wasm)
+    wasm
+}
+
+/// Writes a module's compiled code as `dir/{hash}`, through a temporary file renamed into place so
+/// that a reader never loads half a file.
+fn write_compiled(dir: &Path, hash: &str, module: &Module) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let staging = dir.join(format!("{hash}.{}.tmp", std::process::id()));
+    std::fs::write(&staging, module.serialize()?)?;
+    std::fs::rename(&staging, dir.join(hash))?;
+    Ok(())
 }
 
 /// Advances the engine's epoch every period while any call is in flight, and sleeps otherwise.
@@ -229,6 +291,24 @@ pub fn wasm_from_binary_or_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8
 mod tests {
     use super::*;
 
+    fn manifest() -> OverlayManifest {
+        OverlayManifest::parse("name = \"cached\"\nversion = \"1.0.0\"").unwrap()
+    }
+
+    /// A module that passes the checks, told apart by `n`.
+    fn valid_module(n: u32) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "forge_alloc") (param i32) (result i32) (i32.const {n}))
+                 (func (export "process") (param i32 i32) (result i64) (i64.const 0)))"#
+        ))
+        .unwrap()
+    }
+
+    fn cached(runtime: &Runtime, wasm: &[u8]) -> Option<Module> {
+        runtime.inner.modules.lock().peek(&sha256_hex(wasm)).cloned()
+    }
+
     #[test]
     fn compiled_modules_are_cached_by_hash() {
         let runtime = Runtime::new(
@@ -236,12 +316,68 @@ mod tests {
             HostServices::default(),
         )
         .unwrap();
-        let module = |n: u32| wat::parse_str(format!("(module (func (export \"f{n}\")))")).unwrap();
-        let first = runtime.compile(&module(1)).unwrap();
-        let again = runtime.compile(&module(1)).unwrap();
-        assert!(Module::same(&first, &again), "the second compile must be a cache hit");
-        let other = runtime.compile(&module(2)).unwrap();
-        assert!(!Module::same(&first, &other));
+        runtime.prepare(&manifest(), &valid_module(1)).unwrap();
+        let first = cached(&runtime, &valid_module(1)).expect("kept after passing the checks");
+        runtime.prepare(&manifest(), &valid_module(1)).unwrap();
+        let again = cached(&runtime, &valid_module(1)).unwrap();
+        assert!(Module::same(&first, &again), "the second preparation must be a cache hit");
+        runtime.prepare(&manifest(), &valid_module(2)).unwrap();
+        assert!(!Module::same(&first, &cached(&runtime, &valid_module(2)).unwrap()));
+    }
+
+    #[test]
+    fn a_module_refused_by_the_checks_is_cached_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(
+            RuntimeConfig {
+                max_instances: 2,
+                compiled_cache_dir: Some(dir.path().to_owned()),
+                ..RuntimeConfig::default()
+            },
+            HostServices::default(),
+        )
+        .unwrap();
+        // Compiles, but exports no `forge_alloc`.
+        let refused = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
+        let err = runtime.prepare(&manifest(), &refused).err().expect("refused");
+        assert_eq!(err.code, ErrorCode::ValidationError, "{}", err.message);
+        assert!(cached(&runtime, &refused).is_none(), "kept in memory");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "kept on disk");
+        runtime.prepare(&manifest(), &valid_module(3)).unwrap();
+        assert!(dir.path().join(sha256_hex(&valid_module(3))).is_file(), "a passing module is kept");
+    }
+
+    #[test]
+    fn an_unloadable_compiled_file_is_compiled_again_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig {
+            max_instances: 2,
+            compiled_cache_dir: Some(dir.path().to_owned()),
+            ..RuntimeConfig::default()
+        };
+        let file = dir.path().join(sha256_hex(&valid_module(4)));
+        std::fs::write(&file, b"not compiled code").unwrap();
+        let runtime = Runtime::new(config, HostServices::default()).unwrap();
+        runtime.prepare(&manifest(), &valid_module(4)).unwrap();
+        assert_ne!(std::fs::read(&file).unwrap(), b"not compiled code", "replaced");
+        let restarted = Runtime::new(runtime.config().clone(), HostServices::default()).unwrap();
+        assert!(restarted.compiled_on_disk(&sha256_hex(&valid_module(4))).is_some(), "loadable now");
+    }
+
+    #[test]
+    fn oversized_modules_are_refused_before_parsing() {
+        let runtime = Runtime::new(
+            RuntimeConfig { max_instances: 2, max_module_bytes: 64, ..RuntimeConfig::default() },
+            HostServices::default(),
+        )
+        .unwrap();
+        let err = runtime.prepare(&manifest(), &[0xff; 65]).err().expect("refused");
+        assert_eq!(
+            (err.code, err.details["limit"].as_str()),
+            (ErrorCode::PayloadTooLarge, Some("max_module_bytes"))
+        );
+        assert_eq!(err.details["max_bytes"], 64);
+        assert!(runtime.check_module_size(64).is_ok());
     }
 
     #[test]

@@ -37,12 +37,22 @@ impl Abort {
     }
 }
 
-/// Byte limits of one call, copied from the runtime's config.
+/// Limits of one call, copied from the runtime's config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallLimits {
     pub max_input_bytes: usize,
     pub max_output_bytes: usize,
     pub max_log_bytes: usize,
+    pub max_host_calls: u32,
+    pub max_host_call_bytes: usize,
+}
+
+/// What a call's request / response host functions have used so far.
+#[derive(Debug, Default)]
+pub(crate) struct HostCallMeter {
+    pub calls: u32,
+    /// Request and response bytes.
+    pub bytes: usize,
 }
 
 /// Largest table a guest may grow to.
@@ -55,6 +65,7 @@ pub(crate) struct CallState {
     pub deadline: Instant,
     pub timeout_ms: u32,
     pub identity: OverlayIdentity,
+    pub host_calls: HostCallMeter,
     memory_limit_bytes: usize,
     memory: Option<Memory>,
     alloc: Option<TypedFunc<i32, i32>>,
@@ -78,6 +89,7 @@ impl CallState {
             deadline,
             timeout_ms,
             identity,
+            host_calls: HostCallMeter::default(),
             memory_limit_bytes,
             memory: None,
             alloc: None,

@@ -202,3 +202,41 @@ fn slow_backend_is_bounded_by_the_calls_deadline() {
     let waited = started.elapsed().as_millis();
     assert!((300..400).contains(&waited), "waited {waited} ms for a 300 ms deadline");
 }
+
+/// The answer to the fifth of five identical `capsule_search` calls, under `config`'s limits.
+fn fifth_search_answer(config: forge_runtime::RuntimeConfig) -> Value {
+    let wasm = guest(
+        r#"(import "forge" "capsule_search" (func $host (param i32 i32) (result i64)))"#,
+        r#"(func (export "process") (param $ptr i32) (param $len i32) (result i64)
+             (local $calls i32) (local $answer i64)
+             (loop $again
+               (local.set $answer (call $host (local.get $ptr) (local.get $len)))
+               (local.set $calls (i32.add (local.get $calls) (i32.const 1)))
+               (br_if $again (i32.lt_u (local.get $calls) (i32.const 5))))
+             (local.get $answer))"#,
+    );
+    let rt = forge_runtime::Runtime::new(config, services(sample_capsules())).unwrap();
+    let prepared = rt.prepare(&manifest(READ), &wasm).unwrap();
+    let call = OverlayInvocation::new("process", args(json!({"query": "wasm"})));
+    let outcome = invoke(&rt, &prepared, &identity(TrustLevel::Core), &call).unwrap();
+    assert!(outcome.result.success, "{:?}", outcome.result);
+    Value::Object(outcome.result.result.unwrap())
+}
+
+#[test]
+fn host_calls_beyond_the_limits_are_answered_limit_exceeded() {
+    let config = |max_host_calls, max_host_call_bytes| forge_runtime::RuntimeConfig {
+        max_instances: 4,
+        max_host_calls,
+        max_host_call_bytes,
+        ..forge_runtime::RuntimeConfig::default()
+    };
+    assert_eq!(fifth_search_answer(config(5, 1 << 20))["ok"].as_array().unwrap().len(), 3, "within both");
+    let counted = fifth_search_answer(config(4, 1 << 20));
+    assert_eq!(counted["error"]["code"], "limit_exceeded", "{counted}");
+    assert!(counted["error"]["message"].as_str().unwrap().contains("max_host_calls"), "{counted}");
+    // The first call crosses one byte; every later one is refused.
+    let weighed = fifth_search_answer(config(5, 1));
+    assert_eq!(weighed["error"]["code"], "limit_exceeded", "{weighed}");
+    assert!(weighed["error"]["message"].as_str().unwrap().contains("max_host_call_bytes"), "{weighed}");
+}

@@ -204,6 +204,8 @@ text_enum! {
         NotFound = "not_found",
         /// The feature is not configured on this host; also every host function on native targets.
         Unavailable = "unavailable",
+        /// This call used up its host calls, or the bytes they may move; later ones fail the same way.
+        LimitExceeded = "limit_exceeded",
         /// SDK-side: the host's answer could not be read. A conforming host never causes it.
         InvalidResponse = "invalid_response",
     }

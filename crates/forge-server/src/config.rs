@@ -134,6 +134,75 @@ pub struct ServerConfig {
     )]
     pub quarantine_window_calls: u32,
 
+    /// Sum, in MiB, of the `max_memory_mb` of the invocations running at once; past it, 429. Default:
+    /// half of the machine's physical memory, read at start.
+    #[arg(long, env = "FORGE_MEMORY_BUDGET_MB", value_name = "MIB")]
+    pub memory_budget_mb: Option<u64>,
+
+    /// Largest overlay module accepted, in bytes, checked before it is parsed; larger ones get 413
+    /// `payload_too_large` naming this limit.
+    #[arg(
+        long,
+        env = "FORGE_MAX_MODULE_BYTES",
+        value_name = "BYTES",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_module_bytes
+    )]
+    pub max_module_bytes: usize,
+
+    /// Module compilations (registrations, first calls of an overlay) running at once. Default: the
+    /// number of CPU cores.
+    #[arg(long, env = "FORGE_MAX_CONCURRENT_COMPILATIONS", value_name = "N")]
+    pub max_concurrent_compilations: Option<usize>,
+
+    /// Milliseconds a compilation waits for its turn before the request gets 429 with `Retry-After`.
+    #[arg(
+        long,
+        env = "FORGE_COMPILE_WAIT_MS",
+        value_name = "MS",
+        default_value_t = ServiceConfig::default().compile_wait.as_millis() as u64
+    )]
+    pub compile_wait_ms: u64,
+
+    /// Overlays one user (not an admin) may register per minute, as a burst of this many refilled
+    /// evenly over the minute; past it, 429 with `Retry-After`.
+    #[arg(
+        long,
+        env = "FORGE_REGISTRATIONS_PER_MINUTE",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().registrations_per_minute
+    )]
+    pub registrations_per_minute: u32,
+
+    /// Request / response host calls (`capsule_*`, `http_request`) one invocation may make; later
+    /// ones are answered `limit_exceeded` without any work done.
+    #[arg(
+        long,
+        env = "FORGE_MAX_HOST_CALLS",
+        value_name = "N",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_host_calls
+    )]
+    pub max_host_calls: u32,
+
+    /// Request and response bytes those host calls may move in one invocation; once reached, later
+    /// ones are answered `limit_exceeded`.
+    #[arg(
+        long,
+        env = "FORGE_MAX_HOST_CALL_BYTES",
+        value_name = "BYTES",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_host_call_bytes
+    )]
+    pub max_host_call_bytes: usize,
+
+    /// Database operations of host calls (capsules) running at once, so that guests looping on
+    /// them leave the rest of the connection pool to authentication and lifecycle requests.
+    #[arg(
+        long,
+        env = "FORGE_HOST_CALL_DB_OPERATIONS",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().host_call_db_operations
+    )]
+    pub host_call_db_operations: usize,
+
     /// Log line format on stderr: `text`, or `json` (one object per line, for log shippers).
     #[arg(long, env = "FORGE_LOG_FORMAT", value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -149,8 +218,9 @@ pub struct ServerConfig {
     #[arg(long, env = "FORGE_SHUTDOWN_GRACE_SECS", value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
-    /// Keep compiled overlays on disk in `{data_dir}/compiled`, keyed by the engine's compatibility
-    /// hash, so that a restart (or an upgrade that keeps the engine) does not compile them again.
+    /// Keep compiled overlays on disk in `{data_dir}/compiled`, one file per module that passed the
+    /// registration checks, so that a restart (or an upgrade that keeps the engine) does not compile
+    /// them again.
     ///
     /// Costs disk space about the size of the binaries' machine code.
     #[arg(
@@ -245,6 +315,14 @@ impl ServerConfig {
                 let range = QuarantinePolicy::WINDOW_CALLS_RANGE;
                 format!("quarantine_window_calls must be between {} and {}", range.start(), range.end())
             }),
+            (self.memory_budget_mb == Some(0)).then(|| "memory_budget_mb must be at least 1".to_owned()),
+            (self.max_module_bytes == 0).then(|| "max_module_bytes must be at least 1".to_owned()),
+            (self.max_concurrent_compilations == Some(0))
+                .then(|| "max_concurrent_compilations must be at least 1".to_owned()),
+            (self.registrations_per_minute == 0)
+                .then(|| "registrations_per_minute must be at least 1".to_owned()),
+            (self.host_call_db_operations == 0)
+                .then(|| "host_call_db_operations must be at least 1".to_owned()),
             self.admin_token
                 .as_deref()
                 .is_some_and(|token| token.trim().len() < MIN_ADMIN_TOKEN_CHARS)
@@ -274,7 +352,20 @@ impl ServerConfig {
                 window_calls: self.quarantine_window_calls,
                 ..defaults.quarantine
             },
-            runtime: forge_runtime::RuntimeConfig { compiled_cache_dir, ..defaults.runtime.clone() },
+            memory_budget_mb: self.memory_budget_mb.unwrap_or(defaults.memory_budget_mb),
+            max_concurrent_compilations: self
+                .max_concurrent_compilations
+                .unwrap_or(defaults.max_concurrent_compilations),
+            compile_wait: Duration::from_millis(self.compile_wait_ms),
+            registrations_per_minute: self.registrations_per_minute,
+            host_call_db_operations: self.host_call_db_operations,
+            runtime: forge_runtime::RuntimeConfig {
+                compiled_cache_dir,
+                max_module_bytes: self.max_module_bytes,
+                max_host_calls: self.max_host_calls,
+                max_host_call_bytes: self.max_host_call_bytes,
+                ..defaults.runtime.clone()
+            },
             ..defaults
         }
     }
@@ -409,6 +500,12 @@ mod tests {
         let err = load(None, &["--max-in-flight", "0", "--max-body-bytes", "0"]).unwrap_err().to_string();
         assert!(err.contains("max_in_flight") && err.contains("max_body_bytes"), "{err}");
 
+        let zeros = ["--memory-budget-mb=0", "--max-module-bytes=0", "--registrations-per-minute=0"];
+        let err = load(None, &zeros).unwrap_err().to_string();
+        for setting in ["memory_budget_mb", "max_module_bytes", "registrations_per_minute"] {
+            assert!(err.contains(setting), "{err}");
+        }
+
         let weak = load(None, &["--admin-token", "secret"]).unwrap_err().to_string();
         assert!(weak.contains("admin_token"), "{weak}");
 
@@ -430,6 +527,10 @@ mod tests {
         assert_eq!(config.sqlite_path(), PathBuf::from("/srv/forge/forge.db"));
         assert_eq!(config.object_store_location(), "/srv/forge/blobs");
         assert_eq!(config.service_config().max_in_flight, config.max_in_flight);
+        let service = config.service_config();
+        assert_eq!(service.memory_budget_mb, forge_service::half_of_physical_memory_mb());
+        assert_eq!(service.runtime.max_module_bytes, 16 << 20);
+        assert_eq!(service.compile_wait, Duration::from_secs(2));
         let compiled = config.service_config().runtime.compiled_cache_dir;
         assert_eq!(compiled, Some(PathBuf::from("/srv/forge/compiled")));
         let without = ServerConfig { compiled_cache: false, ..config };

@@ -7,17 +7,26 @@ use forge_runtime::MAX_SEARCH_LIMIT;
 use forge_runtime::{CapsuleStore, HostCallError};
 use forge_storage::{Repository, StorageError};
 use std::sync::Arc;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 /// The repository as the runtime's capsule store: storage failures are host faults, never the
 /// overlay's.
 pub(crate) struct RepositoryCapsules {
     repo: Arc<dyn Repository>,
+    /// Turns to use the database (`host_call_db_operations`), fewer than the pool's connections:
+    /// guests looping on host calls queue here, leaving connections to authentication and
+    /// lifecycle requests. A guest's wait is bounded by its call's deadline.
+    turns: Semaphore,
 }
 
 impl RepositoryCapsules {
-    pub(crate) fn new(repo: Arc<dyn Repository>) -> Self {
-        RepositoryCapsules { repo }
+    pub(crate) fn new(repo: Arc<dyn Repository>, db_operations: usize) -> Self {
+        RepositoryCapsules { repo, turns: Semaphore::new(db_operations.max(1)) }
+    }
+
+    async fn turn(&self) -> Result<SemaphorePermit<'_>, HostCallError> {
+        self.turns.acquire().await.map_err(|_| HostCallError::Fault("capsule store closed".into()))
     }
 }
 
@@ -34,6 +43,7 @@ pub const CAPSULE_STORE_FAILED: &str = "the capsule store failed; the server log
 #[async_trait::async_trait]
 impl CapsuleStore for RepositoryCapsules {
     async fn read(&self, id: Uuid) -> Result<Option<Capsule>, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.get_capsule(id).await.map_err(fault)
     }
 
@@ -43,10 +53,12 @@ impl CapsuleStore for RepositoryCapsules {
         limit: u32,
         max_trust: TrustLevel,
     ) -> Result<Vec<CapsuleHit>, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.search_capsules(query, limit, max_trust).await.map_err(fault)
     }
 
     async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
+        let _turn = self.turn().await?;
         self.repo.insert_capsule(capsule).await.map_err(fault)
     }
 }
@@ -85,5 +97,24 @@ impl OverlayService {
         require(caller, Operation::Read)?;
         let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
         Ok(self.inner.repo.search_capsules(query, limit, caller.trust_level).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_calls_wait_for_a_database_turn_while_the_rest_of_the_pool_serves() {
+        let db = forge_storage::testing::sqlite().await;
+        let capsules = RepositoryCapsules::new(db.repo.clone(), 1);
+        let taken = capsules.turn().await.unwrap();
+        let mut search = capsules.search("wasm", 10, TrustLevel::Core);
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut search).await;
+        assert!(waited.is_err(), "a host call beyond the turns waits");
+        assert_eq!(db.repo.get_capsule(Uuid::now_v7()).await.unwrap(), None, "other requests are served");
+        drop(taken);
+        assert_eq!(search.await.unwrap(), vec![], "the waiting host call runs once a turn is free");
     }
 }

@@ -33,6 +33,44 @@ pub struct ServiceConfig {
     /// every slot.
     pub max_in_flight_per_overlay: usize,
 
+    /// Sum of the `max_memory_mb` of the invocations running at once, in MiB. Past it, 429 with
+    /// `retry_after`. Default: half of the machine's physical memory, read once at start
+    /// ([`half_of_physical_memory_mb`]).
+    ///
+    /// A call may grow its memory up to its manifest's `max_memory_mb` (at most 512), so without a
+    /// budget `max_in_flight` calls could claim 256 x 512 MiB. Higher admits more large-memory calls
+    /// at once at the risk of the kernel's OOM killer; lower refuses them sooner.
+    pub memory_budget_mb: u64,
+
+    /// Module compilations (at registration, and when an overlay is first invoked in this process)
+    /// running at once. Default: the number of CPU cores.
+    ///
+    /// Each compilation occupies a core for up to seconds; more at once would only slow each other
+    /// and the calls in flight.
+    pub max_concurrent_compilations: usize,
+
+    /// How long a compilation waits for its turn before the request is refused with 429.
+    /// Default: 2 s.
+    ///
+    /// Longer rides out short bursts of registrations; shorter frees callers (and their
+    /// connections) sooner when the service is flooded with modules.
+    pub compile_wait: Duration,
+
+    /// Registrations one user may make per minute (a token bucket holding this many, refilled
+    /// evenly over the minute). Past it, 429 with `retry_after`. Admins are not limited. Default: 10.
+    ///
+    /// Every registration costs a compilation; this keeps one user from taking every compiler slot.
+    pub registrations_per_minute: u32,
+
+    /// Database operations of host calls (`capsule_read`, `capsule_search`, `capsule_create`)
+    /// running at once, over all calls. Default: 2, half of SQLite's read connections
+    /// (`forge_storage::SQLITE_READERS`) and a fifth of PostgreSQL's pool.
+    ///
+    /// The rest of the pool stays free for authentication, lifecycle and reads, however many
+    /// guests loop on host calls; guests wait for a turn within their own deadline. Higher serves
+    /// capsule-heavy overlays faster at the expense of everything else that needs the database.
+    pub host_call_db_operations: usize,
+
     /// Overlays whose records and pre-linked modules this process keeps in memory. Default: 10 000.
     ///
     /// When full, an overlay seen for the first time evicts the least recently invoked one that has
@@ -74,10 +112,34 @@ impl Default for ServiceConfig {
             record_refresh: Duration::from_secs(1),
             max_in_flight: 256,
             max_in_flight_per_overlay: 64,
+            memory_budget_mb: half_of_physical_memory_mb(),
+            max_concurrent_compilations: std::thread::available_parallelism().map_or(1, usize::from),
+            compile_wait: Duration::from_secs(2),
+            registrations_per_minute: 10,
+            host_call_db_operations: 2,
             overlay_cache_entries: 10_000,
             health_batch_window: Duration::from_millis(5),
             token_cache_ttl: Duration::from_secs(5),
             failed_auth_per_minute: 60,
         }
     }
+}
+
+/// Assumed physical memory where `/proc/meminfo` cannot be read (not Linux): 8 GiB.
+const ASSUMED_MEMORY_MB: u64 = 8 << 10;
+
+/// Half of the machine's physical memory in MiB (`MemTotal` of `/proc/meminfo`, else
+/// [`ASSUMED_MEMORY_MB`]), read once per process: the default memory budget of calls in flight.
+pub fn half_of_physical_memory_mb() -> u64 {
+    static HALF: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let total_mb = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                let line = info.lines().find(|line| line.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(ASSUMED_MEMORY_MB, |kib| kib >> 10);
+        (total_mb / 2).max(1)
+    });
+    *HALF
 }

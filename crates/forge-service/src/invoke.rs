@@ -14,16 +14,19 @@ use forge_model::{
 use forge_runtime::{OverlayIdentity, PreparedOverlay};
 use forge_storage::HealthOutcome;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use uuid::Uuid;
 
 /// Seconds a refused client is asked to wait before retrying.
 const RETRY_AFTER_SECS: u64 = 1;
 
-/// A place among the invocations in flight, given back when dropped.
+/// A place among the invocations in flight, and its share of the memory budget, given back when
+/// dropped.
 struct Admission<'a> {
     global: &'a AtomicUsize,
     overlay: &'a AtomicUsize,
+    memory_mb: &'a AtomicU64,
+    claimed_mb: u64,
     gauge: &'a prometheus::IntGauge,
 }
 
@@ -31,6 +34,7 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.global.fetch_sub(1, Ordering::AcqRel);
         self.overlay.fetch_sub(1, Ordering::AcqRel);
+        self.memory_mb.fetch_sub(self.claimed_mb, Ordering::AcqRel);
         self.gauge.dec();
     }
 }
@@ -71,7 +75,7 @@ impl OverlayService {
             return Err(invocation.unknown_entry_point(&entry.label, entry_points.iter().map(String::as_str)));
         }
         invocation.validate()?;
-        let _admission = self.admit(&entry)?;
+        let _admission = self.admit(&entry, overlay.manifest.max_memory_mb)?;
         let prepared = self.prepared(&entry, &overlay).await?;
         let identity = OverlayIdentity {
             id: Some(id),
@@ -111,7 +115,9 @@ impl OverlayService {
         Ok(HealthReport::new(&overlay, &latency))
     }
 
-    fn admit<'a>(&'a self, entry: &'a Entry) -> Result<Admission<'a>, ForgeError> {
+    /// Takes a place for a call that may grow to `memory_mb`, under the limits on calls in flight
+    /// (all overlays, this overlay) and on the sum of their memory (`memory_budget_mb`); 429 past any.
+    fn admit<'a>(&'a self, entry: &'a Entry, memory_mb: u32) -> Result<Admission<'a>, ForgeError> {
         let config = &self.inner.config;
         if !take_slot(&self.inner.in_flight, config.max_in_flight) {
             self.inner.metrics.refused("global_limit");
@@ -131,10 +137,28 @@ impl OverlayService {
                 RETRY_AFTER_SECS,
             ));
         }
+        let claimed_mb = u64::from(memory_mb);
+        let memory = &self.inner.memory_in_flight_mb;
+        if memory.fetch_add(claimed_mb, Ordering::AcqRel) + claimed_mb > config.memory_budget_mb {
+            memory.fetch_sub(claimed_mb, Ordering::AcqRel);
+            self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+            entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.inner.metrics.refused("memory_budget");
+            return Err(ForgeError::rate_limited(
+                format!(
+                    "the memory of the invocations in flight would exceed the budget of {} MiB \
+                     ({} needs up to {memory_mb} MiB); retry later",
+                    config.memory_budget_mb, entry.label
+                ),
+                RETRY_AFTER_SECS,
+            ));
+        }
         self.inner.metrics.in_flight.inc();
         Ok(Admission {
             global: &self.inner.in_flight,
             overlay: &entry.in_flight,
+            memory_mb: memory,
+            claimed_mb,
             gauge: &self.inner.metrics.in_flight,
         })
     }
@@ -147,13 +171,12 @@ impl OverlayService {
                 let wasm = self.inner.blobs.get_verified(&overlay.wasm_key, &overlay.wasm_hash).await?;
                 let runtime = self.inner.runtime.clone();
                 let manifest = overlay.manifest.clone();
-                let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&manifest, &wasm))
-                    .await
-                    .map_err(|e| ForgeError::internal(format!("preparing the overlay failed: {e}")))?
-                    .map_err(|error| {
-                        tracing::error!(overlay = %entry.label, %error.message, "stored overlay no longer loads");
-                        ForgeError::unavailable("overlay binary cannot be loaded")
-                    })?;
+                // A refused turn is the caller's 429; a binary that no longer loads is logged.
+                let prepared = self.compiling(move || Ok(runtime.prepare(&manifest, &wasm))).await?;
+                let prepared = prepared.map_err(|error| {
+                    tracing::error!(overlay = %entry.label, %error.message, "stored overlay no longer loads");
+                    ForgeError::unavailable("overlay binary cannot be loaded")
+                })?;
                 Ok(Arc::new(prepared))
             })
             .await

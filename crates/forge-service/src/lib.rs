@@ -18,7 +18,7 @@ mod users;
 
 pub use access::{Operation, require};
 pub use capsules::CAPSULE_STORE_FAILED;
-pub use config::ServiceConfig;
+pub use config::{ServiceConfig, half_of_physical_memory_mb};
 pub use metrics::ServiceMetrics;
 pub use registry::Registration;
 pub use users::{generate_token, token_hash};
@@ -27,7 +27,7 @@ use forge_model::ForgeError;
 use forge_runtime::{HostServices, NoNetwork, Runtime};
 use forge_storage::{BlobStore, Repository};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// The service. Cheap to clone; every clone is the same service.
 #[derive(Clone)]
@@ -43,6 +43,12 @@ struct Inner {
     overlays: cache::OverlayCache,
     /// Invocations running now, over all overlays.
     in_flight: AtomicUsize,
+    /// Sum of the `max_memory_mb` of the invocations running now.
+    memory_in_flight_mb: AtomicU64,
+    /// Turns to compile a module (`max_concurrent_compilations`).
+    compilations: Arc<tokio::sync::Semaphore>,
+    /// Each user's registration token bucket.
+    registrations: registry::RegistrationLimiter,
     recorder: Arc<recorder::HealthRecorder>,
     tokens: users::TokenCache,
     auth_failures: users::AuthFailures,
@@ -57,7 +63,8 @@ impl OverlayService {
         repo: Arc<dyn Repository>,
         blobs: BlobStore,
     ) -> Result<Self, ForgeError> {
-        let capsules = Arc::new(capsules::RepositoryCapsules::new(repo.clone()));
+        let capsules =
+            Arc::new(capsules::RepositoryCapsules::new(repo.clone(), config.host_call_db_operations));
         let services = HostServices { capsules, http: Arc::new(NoNetwork) };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
         let recorder = Arc::new(recorder::HealthRecorder::default());
@@ -65,6 +72,11 @@ impl OverlayService {
             inner: Arc::new(Inner {
                 overlays: cache::OverlayCache::new(config.overlay_cache_entries, config.record_refresh),
                 in_flight: AtomicUsize::new(0),
+                memory_in_flight_mb: AtomicU64::new(0),
+                compilations: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_compilations.max(1),
+                )),
+                registrations: registry::RegistrationLimiter::new(config.registrations_per_minute),
                 tokens: users::TokenCache::default(),
                 auth_failures: users::AuthFailures::new(config.failed_auth_per_minute),
                 metrics: ServiceMetrics::new(),

@@ -67,7 +67,10 @@ impl ServiceMetrics {
         )
         .expect("valid metric");
         let refusals = IntCounterVec::new(
-            Opts::new("refusals_total", "Invocations refused before running, by reason"),
+            Opts::new(
+                "refusals_total",
+                "Requests refused for load before their work (invocations, compilations), by reason",
+            ),
             &["reason"],
         )
         .expect("valid metric");

@@ -10,7 +10,10 @@ use forge_model::{
     QuarantinePolicy, Role, TrustLevel,
 };
 use forge_storage::StorageError;
+use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// What an author submits: the manifest, the module (binary or text) and optionally the hash of the
@@ -20,6 +23,43 @@ pub struct Registration {
     pub manifest: OverlayManifest,
     pub wasm: Bytes,
     pub source_hash: Option<String>,
+}
+
+/// Seconds a client refused a compiler turn is asked to wait.
+const COMPILE_RETRY_AFTER_SECS: u64 = 1;
+
+/// Each user's registrations, as token buckets holding `per_minute` tokens refilled evenly over a
+/// minute: a burst of `per_minute` registrations, then one every `60 / per_minute` seconds.
+///
+/// Kept as the generic cell rate algorithm: per user, only the time at which the bucket would be
+/// empty with every token taken so far (`drained_at`), exact in integer time.
+pub(crate) struct RegistrationLimiter {
+    /// Time for one token to come back.
+    interval: Duration,
+    /// How far ahead of now `drained_at` may be: the burst beyond the first token.
+    burst: Duration,
+    drained_at: Mutex<HashMap<String, Instant>>,
+}
+
+impl RegistrationLimiter {
+    pub(crate) fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let interval = Duration::from_secs(60) / per_minute;
+        RegistrationLimiter { interval, burst: interval * (per_minute - 1), drained_at: Mutex::default() }
+    }
+
+    /// Takes one of `user`'s tokens, or says in how many seconds (rounded up) the next one comes.
+    fn take(&self, user: &str, now: Instant) -> Result<(), u64> {
+        let mut drained_at = self.drained_at.lock();
+        let drained = drained_at.get(user).map_or(now, |&at| at.max(now));
+        if drained <= now + self.burst {
+            drained_at.insert(user.to_owned(), drained + self.interval);
+            Ok(())
+        } else {
+            let wait = drained - (now + self.burst);
+            Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        }
+    }
 }
 
 /// Longest reason kept in the audit trail.
@@ -128,7 +168,19 @@ impl OverlayService {
         registration: Registration,
     ) -> Result<Overlay, ForgeError> {
         require(actor, Operation::Register)?;
+        if !actor.has_role(Role::Admin)
+            && let Err(retry_after) = self.inner.registrations.take(&actor.name, Instant::now())
+        {
+            return Err(ForgeError::rate_limited(
+                format!(
+                    "{} registers at most {} overlays per minute; retry in {retry_after} s",
+                    actor.name, self.inner.config.registrations_per_minute
+                ),
+                retry_after,
+            ));
+        }
         let Registration { manifest, wasm, source_hash } = registration;
+        self.inner.runtime.check_module_size(wasm.len())?;
         if let Some(hash) = &source_hash
             && (hash.is_empty() || hash.len() > 128 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -148,14 +200,14 @@ impl OverlayService {
         }
         let runtime = self.inner.runtime.clone();
         let checked_manifest = manifest.clone();
-        let wasm: Bytes = tokio::task::spawn_blocking(move || {
-            let binary = forge_runtime::wasm_from_binary_or_text(&wasm)?.into_owned();
-            // Linked as the first call will link it, so a module that passes cannot fail every call.
-            runtime.prepare(&checked_manifest, &binary)?;
-            Ok::<_, ForgeError>(Bytes::from(binary))
-        })
-        .await
-        .map_err(|e| ForgeError::internal(format!("module check failed: {e}")))??;
+        let wasm: Bytes = self
+            .compiling(move || {
+                let binary = forge_runtime::wasm_from_binary_or_text(&wasm)?.into_owned();
+                // Linked as the first call will link it, so a module that passes cannot fail every call.
+                runtime.prepare(&checked_manifest, &binary)?;
+                Ok(Bytes::from(binary))
+            })
+            .await?;
 
         let wasm_hash = forge_model::sha256_hex(&wasm);
         let wasm_key = Overlay::wasm_key_for(&manifest.name, &manifest.version, &wasm_hash);
@@ -185,29 +237,69 @@ impl OverlayService {
         }));
         match self.inner.repo.insert_overlay(&overlay, register).await {
             Ok(stored) => Ok(stored),
-            Err(StorageError::Conflict(_)) => {
-                // Lost a race for the name+version: drop our binary unless the winner stored the same one.
-                let winner = self
-                    .inner
-                    .repo
-                    .get_overlay_by_name_version(&overlay.manifest.name, &overlay.manifest.version)
-                    .await?;
-                if winner.is_none_or(|w| w.wasm_key != overlay.wasm_key) {
-                    self.delete_binary(&overlay.wasm_key).await;
-                }
-                Err(ForgeError::conflict(format!(
-                    "overlay {}@{} is already registered",
-                    overlay.manifest.name, overlay.manifest.version
-                )))
+            Err(error) => {
+                // Lost a race for the name+version, or could not write: drop our binary unless a
+                // record (the race's winner, with the same binary) uses it.
+                self.delete_unreferenced_binary(&overlay).await;
+                Err(match error {
+                    StorageError::Conflict(_) => ForgeError::conflict(format!(
+                        "overlay {}@{} is already registered",
+                        overlay.manifest.name, overlay.manifest.version
+                    )),
+                    other => other.into(),
+                })
             }
-            Err(error) => Err(error.into()),
         }
     }
 
-    async fn delete_binary(&self, key: &str) {
-        if let Err(error) = self.inner.blobs.delete(key).await {
-            tracing::warn!(%error, key, "could not remove an overlay binary; it is left unreferenced");
+    /// Runs a module compilation (`work`) on the blocking pool once one of the
+    /// `max_concurrent_compilations` turns is free, waiting at most `compile_wait` for it (then 429).
+    pub(crate) async fn compiling<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ForgeError> + Send + 'static,
+    ) -> Result<T, ForgeError> {
+        let config = &self.inner.config;
+        let turn = self.inner.compilations.clone().acquire_owned();
+        let Ok(Ok(turn)) = tokio::time::timeout(config.compile_wait, turn).await else {
+            self.inner.metrics.refused("compile_limit");
+            return Err(ForgeError::rate_limited(
+                format!(
+                    "too many modules being compiled (limit {}); retry later",
+                    config.max_concurrent_compilations
+                ),
+                COMPILE_RETRY_AFTER_SECS,
+            ));
+        };
+        tokio::task::spawn_blocking(move || {
+            // Held until the compilation ends, even if the request that asked for it is gone.
+            let _turn = turn;
+            work()
+        })
+        .await
+        .map_err(|e| ForgeError::internal(format!("module compilation failed: {e}")))?
+    }
+
+    /// Removes the binary of a registration that was not recorded, unless the record now holding
+    /// its name and version has the same binary (and so the same key). When that cannot be read,
+    /// the binary stays: an unreferenced blob is better than a record without its binary.
+    async fn delete_unreferenced_binary(&self, overlay: &Overlay) {
+        let manifest = &overlay.manifest;
+        match self.inner.repo.get_overlay_by_name_version(&manifest.name, &manifest.version).await {
+            Ok(holder) if holder.as_ref().is_none_or(|h| h.wasm_key != overlay.wasm_key) => {
+                self.delete_binary(&overlay.wasm_key).await.ok();
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, key = overlay.wasm_key, "unrecorded overlay binary left in place");
+            }
         }
+    }
+
+    async fn delete_binary(&self, key: &str) -> Result<(), ForgeError> {
+        self.inner.blobs.delete(key).await.map_err(|error| {
+            tracing::warn!(%error, key, "could not remove an overlay binary");
+            ForgeError::from(error)
+        })
     }
 
     /// The overlay as `caller` may see it (see [`shown_to`]).
@@ -348,7 +440,7 @@ impl OverlayService {
         Ok(updated)
     }
 
-    /// Deletes the record (its audit trail stays), then the binary.
+    /// Deletes the binary, then the record (its audit trail stays).
     pub async fn delete(
         &self,
         actor: &Principal,
@@ -361,11 +453,36 @@ impl OverlayService {
         require_trust(actor, current.trust_level, "delete an overlay of")?;
         let mut record = event(id, actor, AuditAction::Delete, Some(current.state), None);
         record.reason = reason;
+        // The binary goes first: while the record exists its name and version cannot be registered
+        // again, so a re-registration of the same binary (the same key) stores it only after this
+        // delete, never before it. A delete that fails after this point leaves a record without
+        // its binary (503 on invocation), which the retried delete removes.
+        self.delete_binary(&current.wasm_key).await?;
         if !self.inner.repo.delete_overlay(id, record).await? {
             return Err(ForgeError::not_found(format!("overlay {id} not found")));
         }
         self.inner.overlays.forget(id);
-        self.delete_binary(&current.wasm_key).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_user_gets_a_burst_then_one_registration_per_refill() {
+        let limiter = RegistrationLimiter::new(2);
+        let start = Instant::now();
+        assert_eq!(limiter.take("ursula", start), Ok(()));
+        assert_eq!(limiter.take("ursula", start), Ok(()));
+        assert_eq!(limiter.take("ursula", start), Err(30), "two a minute: one every 30 s");
+        assert_eq!(limiter.take("olga", start), Ok(()), "buckets are per user");
+        assert_eq!(limiter.take("ursula", start + Duration::from_secs(20)), Err(10));
+        assert_eq!(limiter.take("ursula", start + Duration::from_secs(30)), Ok(()));
+        assert_eq!(limiter.take("ursula", start + Duration::from_secs(30)), Err(30));
+        let later = start + Duration::from_secs(3600);
+        assert_eq!((limiter.take("ursula", later), limiter.take("ursula", later)), (Ok(()), Ok(())));
+        assert!(limiter.take("ursula", later).is_err(), "a long pause refills no more than the burst");
     }
 }

@@ -57,7 +57,7 @@ pub const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// bucket.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
 }
 
 impl BlobStore {

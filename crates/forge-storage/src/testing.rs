@@ -43,6 +43,39 @@ impl Drop for Cleanup {
     }
 }
 
+impl Db {
+    fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
+    /// Runs `sql` (one or more statements) on the database behind the repository's back.
+    pub async fn execute(&self, sql: &str) {
+        let sql = AssertSqlSafe(sql.to_owned());
+        let done = if self.is_sqlite() {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.map(drop)
+        } else {
+            let mut connection = PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.map(drop)
+        };
+        done.unwrap_or_else(|e| panic!("test SQL failed: {e}"));
+    }
+
+    /// Makes every later insert into `overlays` fail, as a database refusing a write would.
+    pub async fn refuse_overlay_inserts(&self) {
+        self.execute(if self.is_sqlite() {
+            "CREATE TRIGGER refuse_overlays BEFORE INSERT ON overlays \
+             BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;"
+        } else {
+            "CREATE FUNCTION refuse_overlays() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$; \
+             CREATE TRIGGER refuse_overlays BEFORE INSERT ON overlays \
+             FOR EACH ROW EXECUTE FUNCTION refuse_overlays();"
+        })
+        .await;
+    }
+}
+
 pub async fn sqlite() -> Db {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("data/forge.db").display());
@@ -109,6 +142,15 @@ pub fn local_blobs() -> TestBlobs {
     let dir = tempfile::tempdir().unwrap();
     let blobs = BlobStore::open(&format!("file://{}", dir.path().join("blobs").display())).unwrap();
     TestBlobs { blobs, dir: Some(dir) }
+}
+
+/// A store in memory whose every delete waits `delay` before it removes anything: a delete that
+/// is still under way while other requests run, as on a slow bucket.
+pub fn blobs_with_slow_deletes(delay: std::time::Duration) -> TestBlobs {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let config = ThrottleConfig { wait_delete_per_call: delay, ..ThrottleConfig::default() };
+    let store = ThrottledStore::new(object_store::memory::InMemory::new(), config);
+    TestBlobs { blobs: BlobStore { store: Arc::new(store) }, dir: None }
 }
 
 pub const DEFAULT_S3_ENDPOINT: &str = "http://127.0.0.1:9000";

@@ -172,8 +172,9 @@ fn link_request(
     Ok(())
 }
 
-/// Runs one request / response host function: reads the request JSON, awaits the handler under the
-/// call's deadline, writes `{"ok": ...}` / `{"error": ...}` into memory from `forge_alloc`.
+/// Runs one request / response host function: reads the request JSON, counts it against the call's
+/// host-call limits, awaits the handler under the call's deadline, writes `{"ok": ...}` /
+/// `{"error": ...}` into memory from `forge_alloc`.
 async fn respond(
     mut caller: Caller<'_, CallState>,
     ptr: i32,
@@ -183,9 +184,13 @@ async fn respond(
 ) -> wasmtime::Result<i64> {
     let state = caller.data();
     let request = state.guest_bytes(&caller, ptr, len, state.limits.max_input_bytes)?;
-    let answer = match serde_json::from_slice::<Value>(request) {
-        Err(e) => Err(HostCallError::invalid_request(e)),
-        Ok(request) => {
+    let request_len = request.len();
+    let request = serde_json::from_slice::<Value>(request);
+    let answer = match (meter(caller.data_mut(), request_len), request) {
+        (Err(refusal), _) => Err(refusal),
+        (Ok(()), Err(e)) => Err(HostCallError::invalid_request(e)),
+        (Ok(()), Ok(request)) => {
+            let state = caller.data();
             let future = handler(&RequestContext { grants: &grants, identity: &state.identity }, request)?;
             let deadline = tokio::time::Instant::from_std(state.deadline);
             let timeout_ms = state.timeout_ms;
@@ -202,7 +207,32 @@ async fn respond(
         Err(HostCallError::Fault(message)) => return Err(Abort::new(ErrorKind::HostError, message).into()),
     };
     let bytes = serde_json::to_vec(&response)?;
+    caller.data_mut().host_calls.bytes += bytes.len();
     write_to_guest(&mut caller, &bytes).await
+}
+
+/// Counts one host call of `request_len` bytes, or refuses it (`limit_exceeded`) once the call has
+/// used up its host calls or their bytes.
+fn meter(state: &mut CallState, request_len: usize) -> Result<(), HostCallError> {
+    let (limits, used) = (state.limits, &mut state.host_calls);
+    if used.calls >= limits.max_host_calls {
+        return Err(HostCallError::refused(
+            GuestErrorCode::LimitExceeded,
+            format!("this call made its {} host calls (max_host_calls)", limits.max_host_calls),
+        ));
+    }
+    if used.bytes >= limits.max_host_call_bytes {
+        return Err(HostCallError::refused(
+            GuestErrorCode::LimitExceeded,
+            format!(
+                "this call's host calls moved {} bytes, the limit is {} (max_host_call_bytes)",
+                used.bytes, limits.max_host_call_bytes
+            ),
+        ));
+    }
+    used.calls += 1;
+    used.bytes += request_len;
+    Ok(())
 }
 
 /// Parses a request object, mapping shape errors to `invalid_request` for the guest.

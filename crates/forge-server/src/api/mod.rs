@@ -213,6 +213,11 @@ mod tests {
         let invoke = &json["paths"]["/api/v1/overlays/{id}/invoke"]["post"];
         assert!(invoke["responses"]["401"].is_object(), "authenticated routes document 401");
         assert!(invoke["responses"]["429"]["headers"]["Retry-After"].is_object());
+        let register = &json["paths"]["/api/v1/overlays"]["post"];
+        assert!(
+            register["responses"]["429"]["headers"]["Retry-After"].is_object(),
+            "registrations are rate-limited"
+        );
         for open in ["/health", "/metrics", "/api/v1/openapi.json"] {
             let operation = &json["paths"][open]["get"];
             assert!(operation["responses"]["401"].is_null(), "{open} is open");

@@ -34,9 +34,11 @@ fn ok<T>(data: T) -> Answer<Data<T>> {
     responses(
         (status = 201, description = "Registered", body = Data<Overlay>),
         (status = 409, description = "name@version is already registered", body = ForgeError),
-        (status = 413, description = "Body larger than `max_body_bytes`", body = ForgeError),
+        (status = 413, description = "Body larger than `max_body_bytes`, or module larger than `max_module_bytes` (`details.limit` names it)", body = ForgeError),
         (status = 415, description = "Neither JSON nor multipart", body = ForgeError),
         (status = 422, description = "Invalid manifest or module (`details.errors` lists each problem)", body = ForgeError),
+        (status = 429, description = "The caller's registrations per minute are used up, or no compiler turn came in time; retry after `Retry-After` seconds", body = ForgeError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn register(
     State(app): State<Arc<AppState>>,
@@ -155,7 +157,7 @@ pub async fn set_trust_level(
         (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
         (status = 404, description = "No such overlay", body = ForgeError),
         (status = 422, description = "Not active, or not an entry point (`details.available`)", body = ForgeError),
-        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ForgeError,
+        (status = 429, description = "Too many invocations in flight, their memory over `memory_budget_mb`, or no compiler turn for a first call; retry after `Retry-After` seconds", body = ForgeError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "The stored binary is missing or fails verification", body = ForgeError),
     ))]
@@ -177,7 +179,7 @@ pub async fn invoke(
         (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
         (status = 404, description = "No active overlay of that name", body = ForgeError),
         (status = 422, description = "Not an entry point (`details.available`)", body = ForgeError),
-        (status = 429, description = "Too many invocations in flight; retry after `Retry-After` seconds", body = ForgeError,
+        (status = 429, description = "Too many invocations in flight, their memory over `memory_budget_mb`, or no compiler turn for a first call; retry after `Retry-After` seconds", body = ForgeError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "The stored binary is missing or fails verification", body = ForgeError),
     ))]

@@ -19,7 +19,7 @@ impl Env {
         Self::start(
             forge_storage::testing::sqlite().await,
             forge_storage::testing::local_blobs(),
-            ServiceConfig::default(),
+            suite_config(),
         )
     }
 
@@ -27,7 +27,7 @@ impl Env {
         Self::start(
             forge_storage::testing::postgres().await,
             forge_storage::testing::s3_blobs().await,
-            ServiceConfig::default(),
+            suite_config(),
         )
     }
 
@@ -66,6 +66,11 @@ impl Env {
         self.service.set_trust_level(&admin(), overlay.id, trust, None).await.unwrap();
         self.service.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap()
     }
+}
+
+/// The default settings, but with room for the dozens of registrations a case makes as one user.
+pub fn suite_config() -> ServiceConfig {
+    ServiceConfig { registrations_per_minute: 1000, ..ServiceConfig::default() }
 }
 
 pub fn principal(name: &str, role: Role, trust: TrustLevel) -> Principal {

@@ -2,9 +2,10 @@
 //! every count exact, exactly one quarantine.
 
 use crate::common::*;
-use forge_model::{ForgeError, LifecycleAction, OverlayResult, PageRequest, Role, TrustLevel};
+use forge_model::{ErrorCode, ForgeError, LifecycleAction, OverlayResult, PageRequest, Role, TrustLevel};
 use forge_service::{OverlayService, ServiceConfig};
 use serde_json::json;
+use std::time::Duration;
 
 const TASKS: usize = 8;
 const CALLS: usize = 500;
@@ -89,4 +90,31 @@ async fn two_services_on_one_postgres() {
     let second_repo = forge_storage::open_repository(&env.db.url).await.unwrap();
     let other = OverlayService::new(ServiceConfig::default(), second_repo, env.blobs.blobs.clone()).unwrap();
     exact_counts_and_one_quarantine(&env, other).await;
+}
+
+/// A delete whose binary removal is slow, and a re-registration of the same name, version and
+/// binary (so the same key) retried meanwhile: the new overlay keeps its binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_an_identical_re_registration_leaves_the_new_binary() {
+    let slow_deletes = forge_storage::testing::blobs_with_slow_deletes(Duration::from_millis(400));
+    let env = Env::start(forge_storage::testing::sqlite().await, slow_deletes, suite_config());
+    let first = env.register_example("echo").await;
+    let deleting = {
+        let service = env.service.clone();
+        tokio::spawn(async move { service.delete(&admin(), first.id, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = loop {
+        // As an admin, whose registrations are not rate-limited.
+        match env.register_as(&admin(), example_manifest("echo"), fixture("echo.wasm")).await {
+            Ok(overlay) => break overlay,
+            Err(error) if error.code == ErrorCode::Conflict => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => panic!("{error:?}"),
+        }
+    };
+    deleting.await.unwrap().unwrap();
+    assert_eq!(again.wasm_key, first.wasm_key, "the same content-addressed key");
+    assert!(env.blobs.blobs.exists(&again.wasm_key).await.unwrap(), "the new overlay's binary is kept");
 }

@@ -293,3 +293,13 @@ pub async fn delete_removes_record_and_binary_but_keeps_the_trail(env: &Env) {
     assert_eq!(svc.delete(&admin(), overlay.id, None).await.unwrap_err().code, ErrorCode::NotFound);
     svc.flush_health().await.expect("metrics of a deleted overlay are dropped, not an error");
 }
+
+pub async fn a_registration_that_cannot_be_recorded_removes_its_binary(env: &Env) {
+    env.db.refuse_overlay_inserts().await;
+    let wasm = fixture("echo.wasm");
+    let err = env.register_as(&user(), example_manifest("echo"), wasm.clone()).await.unwrap_err();
+    assert_ne!(err.code, ErrorCode::Conflict, "{err:?}");
+    let manifest = example_manifest("echo");
+    let key = forge_model::Overlay::wasm_key_for("echo", &manifest.version, &forge_model::sha256_hex(&wasm));
+    assert!(!env.blobs.blobs.exists(&key).await.unwrap(), "the stored binary was removed");
+}

@@ -53,6 +53,7 @@ suite! {
         release_resets_health,
         trust_level_is_admin_only_and_bounded,
         delete_removes_record_and_binary_but_keeps_the_trail,
+        a_registration_that_cannot_be_recorded_removes_its_binary,
     ],
     invocation: [
         refusals_come_in_the_original_order,

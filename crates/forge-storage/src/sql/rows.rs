@@ -33,7 +33,8 @@ pub(super) fn health_from(row: &Row) -> Result<OverlayHealth> {
 
 pub(super) fn overlay_from(row: &Row) -> Result<Overlay> {
     let id = row.uuid("id")?;
-    let manifest = OverlayManifest::from_value(row.json("manifest")?)
+    // Decoded, not validated: registration checked it against the rules of its day.
+    let manifest = OverlayManifest::from_stored(row.json("manifest")?)
         .map_err(|e| StorageError::Corrupt(format!("overlay {id}: stored manifest: {e}")))?;
     Ok(Overlay {
         id,

@@ -4,7 +4,7 @@ use chrono::Utc;
 use forge_model::{
     NewAuditEvent, Overlay, OverlayHealth, OverlayManifest, OverlayState, QuarantinePolicy, TrustLevel,
 };
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 pub use forge_storage::testing::{Db, postgres, sqlite};
@@ -95,4 +95,16 @@ pub async fn active(db: &Db, name: &str, trust: TrustLevel) -> Overlay {
         .await
         .unwrap()
         .unwrap()
+}
+
+/// Replaces the stored manifest of overlay `name` behind the repository's back, as a release with
+/// other rules could have written it.
+pub async fn rewrite_manifest(db: &Db, name: &str, manifest: &Value) {
+    let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let sql = format!(
+        "UPDATE overlays SET manifest = {} WHERE name = {}",
+        quoted(&manifest.to_string()),
+        quoted(name)
+    );
+    db.execute(&sql).await;
 }

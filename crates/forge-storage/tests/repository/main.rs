@@ -57,6 +57,7 @@ suite! {
         delete_keeps_the_audit_trail,
         events_page_oldest_first,
         reopening_keeps_everything,
+        manifests_broken_by_newer_rules_are_still_read,
     ],
     health: [
         deltas_add_up,

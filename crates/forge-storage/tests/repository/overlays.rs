@@ -1,7 +1,7 @@
 //! Overlay records: registration, lookups, listings, lifecycle compare-and-set, trust, deletion.
 
 use crate::Db;
-use crate::fixture::{active, event, overlay, quarantine_event, register};
+use crate::fixture::{active, event, overlay, quarantine_event, register, rewrite_manifest};
 use forge_model::{
     CapabilityName, LatencyHistogram, OverlayFilter, OverlayHealth, OverlayState, PageRequest,
     QuarantinePolicy, TrustLevel,
@@ -268,4 +268,23 @@ pub async fn reopening_keeps_everything(db: &Db) {
     let reopened = open_repository(&db.url).await.expect("migrations run again without harm");
     assert_eq!(reopened.get_overlay(o.id).await.unwrap().unwrap(), o);
     reopened.close().await;
+}
+
+pub async fn manifests_broken_by_newer_rules_are_still_read(db: &Db) {
+    let old = register(db, "old-rules", "1.0.0").await;
+    register(db, "new-rules", "1.0.0").await;
+    // Valid when stored; today's rules refuse its description's length and its memory.
+    let mut manifest = serde_json::to_value(&old.manifest).unwrap();
+    manifest["description"] = "d".repeat(forge_model::manifest::limits::DESCRIPTION_MAX_CHARS + 1).into();
+    manifest["max_memory_mb"] = 4096.into();
+    assert!(forge_model::OverlayManifest::from_value(manifest.clone()).is_err(), "breaks today's rules");
+    rewrite_manifest(db, "old-rules", &manifest).await;
+
+    let read = db.repo.get_overlay(old.id).await.unwrap().expect("an old row is still read");
+    assert_eq!(read.manifest.max_memory_mb, 4096, "read as stored");
+    let by_name = db.repo.get_overlay_by_name_version("old-rules", "1.0.0").await.unwrap();
+    assert_eq!(by_name.map(|o| o.id), Some(old.id));
+    let page = db.repo.list_overlays(&OverlayFilter::default(), PageRequest::default()).await.unwrap();
+    assert_eq!(page.total, 2);
+    assert!(page.items.iter().any(|o| o.id == old.id), "the old row is listed with the others");
 }

@@ -136,16 +136,6 @@ fn compilations_beyond_the_limit_are_refused_with_429_after_their_wait() {
     assert!(metrics.as_str().unwrap().contains("forge_refusals_total{reason=\"compile_limit\"} 1"));
 }
 
-/// Waits until the server runs `count` invocations (its `forge_instances_in_flight` gauge).
-fn await_in_flight(server: &ServerProcess, count: u64) {
-    let gauge = format!("forge_instances_in_flight {count}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !server.anonymous().get("/metrics").body.as_str().unwrap().lines().any(|line| line == gauge) {
-        assert!(std::time::Instant::now() < deadline, "{count} invocations never ran at once");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn calls_beyond_the_memory_budget_are_refused_with_429() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +156,7 @@ fn calls_beyond_the_memory_budget_are_refused_with_429() {
         let spinner = spinners[0];
         std::thread::spawn(move || admin.invoke(spinner, &call("spin", json!({}))).unwrap())
     };
-    await_in_flight(&server, 1);
+    server.await_in_flight(1);
     let reply = admin.post(&format!("/api/v1/overlays/{}/invoke", spinners[1]), &json!({"function": "spin"}));
     let (seconds, message) = retry_after(&mut server, &reply);
     assert_eq!(seconds, 1);
@@ -215,7 +205,7 @@ fn guests_looping_on_capsule_search_leave_the_database_to_lifecycle_requests() {
             std::thread::spawn(move || admin.invoke(searcher, &call("search", json!({}))).unwrap())
         })
         .collect();
-    await_in_flight(&server, GUESTS as u64);
+    server.await_in_flight(GUESTS as u64);
     let started = std::time::Instant::now();
     let activated = other_admin.transition(echo, LifecycleAction::Activate, None).unwrap();
     let read = other_admin.overlay(echo).unwrap();

@@ -17,7 +17,6 @@ use reqwest::blocking::multipart;
 use serde_json::{Value, json};
 use server::*;
 use std::path::Path;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// A random id no overlay or capsule has.
@@ -462,17 +461,6 @@ fn oversized_bodies_are_refused_with_413() {
     assert!(admin.invoke(echo.id, &call("process", json!({"small": true}))).unwrap().success);
 }
 
-/// Waits until the server runs `count` invocations (its `forge_instances_in_flight` gauge), so a
-/// busy machine cannot make a test send its next request before the previous one is running.
-fn await_in_flight(server: &ServerProcess, count: u64) {
-    let gauge = format!("forge_instances_in_flight {count}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !server.anonymous().get("/metrics").body.as_str().unwrap().lines().any(|line| line == gauge) {
-        assert!(std::time::Instant::now() < deadline, "{count} invocations never ran at once");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn too_many_invocations_in_flight_are_refused_with_429_and_retry_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,7 +486,7 @@ fn too_many_invocations_in_flight_are_refused_with_429_and_retry_after() {
         std::thread::spawn(move || api.invoke(spinner, &call("spin", json!({}))).unwrap())
     };
     let mut running = vec![spin(spinners[0])];
-    await_in_flight(&server, 1);
+    server.await_in_flight(1);
     let per_overlay = format!("/api/v1/overlays/{}/invoke", spinners[0]);
     let per_overlay = admin.post(&per_overlay, &json!({"function": "spin"}));
     assert_eq!(per_overlay.header("retry-after"), Some("1"));
@@ -507,7 +495,7 @@ fn too_many_invocations_in_flight_are_refused_with_429_and_retry_after() {
     assert!(body["message"].as_str().unwrap().contains("spin@1.0.0"), "{body}");
 
     running.push(spin(spinners[1]));
-    await_in_flight(&server, 2);
+    server.await_in_flight(2);
     let global = admin.invoke(echo, &call("process", json!({})));
     let Err(forge_client::Error::Refused { retry_after, .. }) = &global else { panic!("{global:?}") };
     assert_eq!(*retry_after, Some(1), "the client reads Retry-After");
@@ -710,7 +698,7 @@ fn sigterm_lets_invocations_finish_and_keeps_every_count() {
         let api = admin.clone();
         std::thread::spawn(move || api.invoke(spin, &call("spin", json!({}))))
     };
-    await_in_flight(&server, 1);
+    server.await_in_flight(1);
 
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");

@@ -205,6 +205,19 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }
 
+impl ServerProcess {
+    /// Waits until the server runs `count` invocations (its `forge_instances_in_flight` gauge), so a
+    /// busy machine cannot make a test send its next request before the previous one is running.
+    pub fn await_in_flight(&self, count: u64) {
+        let gauge = format!("forge_instances_in_flight {count}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.anonymous().get("/metrics").body.as_str().unwrap().lines().any(|line| line == gauge) {
+            assert!(Instant::now() < deadline, "{count} invocations never ran at once");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {

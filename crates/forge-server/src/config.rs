@@ -59,14 +59,15 @@ pub struct ServerConfig {
     #[arg(long, env = "FORGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Largest registration body accepted, in bytes (50 MiB: room for any overlay binary the runtime
-    /// would accept, base64-encoded in JSON); larger ones get 413 `payload_too_large`.
+    /// Largest registration body accepted, in bytes; larger ones get 413 `payload_too_large`.
+    /// Default: room for a module of `max_module_bytes` base64-encoded in JSON, and 64 KiB for the
+    /// manifest (22,435,160 bytes with the default module cap).
     ///
     /// The other routes have limits of their own, derived from what they carry: an invocation the
     /// runtime's input cap (1 MiB) plus 64 KiB, a capsule twice its content and metadata caps (JSON
     /// escaping) plus 64 KiB, anything else 64 KiB.
-    #[arg(long, env = "FORGE_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 50 << 20)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "FORGE_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
 
     /// Request body bytes being received at once, over all requests (each request reserves its
     /// declared length, or its route's limit when it declares none). A request that finds no room
@@ -299,8 +300,8 @@ impl ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let max_instances = forge_runtime::RuntimeConfig::default().max_instances as usize;
         let problems: Vec<String> = [
-            (self.max_body_bytes == 0).then(|| "max_body_bytes must be at least 1".to_owned()),
-            (self.max_body_bytes_in_flight < self.max_body_bytes)
+            (self.max_body_bytes == Some(0)).then(|| "max_body_bytes must be at least 1".to_owned()),
+            (self.max_body_bytes_in_flight < self.http_limits().max_body_bytes)
                 .then(|| "max_body_bytes_in_flight must be at least max_body_bytes".to_owned()),
             (self.max_connections == 0).then(|| "max_connections must be at least 1".to_owned()),
             (self.header_read_timeout_secs == 0)
@@ -388,7 +389,9 @@ impl ServerConfig {
 
     pub fn http_limits(&self) -> crate::HttpLimits {
         crate::HttpLimits {
-            max_body_bytes: self.max_body_bytes,
+            max_body_bytes: self
+                .max_body_bytes
+                .unwrap_or_else(|| crate::limits::registration_body_bytes(self.max_module_bytes)),
             max_input_bytes: self.service_config().runtime.max_input_bytes,
             max_body_bytes_in_flight: self.max_body_bytes_in_flight,
         }
@@ -464,7 +467,11 @@ mod tests {
 
         let defaults = load(None, &[]).unwrap();
         assert_eq!(defaults, ServerConfig { data_dir: cwd().join("data"), ..ServerConfig::default() });
-        assert_eq!(defaults.max_body_bytes, 50 * 1024 * 1024);
+        assert_eq!(
+            defaults.http_limits().max_body_bytes,
+            22_435_160,
+            "a 16 MiB module in base64, and 64 KiB"
+        );
         assert_eq!((defaults.max_in_flight, defaults.compiled_cache), (256, true));
 
         let from_file = load(Some(&file), &[]).unwrap();

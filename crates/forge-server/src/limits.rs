@@ -21,6 +21,12 @@ const ENVELOPE_BYTES: usize = 64 << 10;
 /// The largest body of a request that carries no payload of its own (lifecycle reasons, new users).
 pub const SMALL_BODY_BYTES: usize = ENVELOPE_BYTES;
 
+/// The largest registration body by default: a module at its cap, base64-encoded, and an envelope
+/// for the manifest.
+pub fn registration_body_bytes(max_module_bytes: usize) -> usize {
+    max_module_bytes.div_ceil(3) * 4 + ENVELOPE_BYTES
+}
+
 /// The largest invocation body: the runtime's input cap and an envelope.
 pub fn invocation_body_bytes(max_input_bytes: usize) -> usize {
     max_input_bytes + ENVELOPE_BYTES

@@ -11,6 +11,7 @@ pub mod capsule;
 pub mod error;
 pub mod invocation;
 pub mod manifest;
+pub mod network;
 mod names;
 pub mod overlay;
 pub mod state;

@@ -88,8 +88,10 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
     let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
-    let services =
-        HostServices { capsules: Arc::new(InMemoryCapsules::default()), http: Arc::new(OutboundHttp::default()) };
+    let services = HostServices {
+        capsules: Arc::new(InMemoryCapsules::default()),
+        http: Arc::new(OutboundHttp::default()),
+    };
     let runtime = Runtime::new(RuntimeConfig::default(), services)?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =

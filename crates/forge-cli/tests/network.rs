@@ -56,19 +56,25 @@ fn fetch_manifest(version: &str, hosts: &[String]) -> String {
 fn an_allowed_request_succeeds_through_the_api_and_is_logged_and_counted() {
     let port = upstream();
     let dir = tempfile::tempdir().unwrap();
-    let server = Launch::new(&dir.path().join("data")).arg("--http-allowed-hosts").arg("http://127.0.0.1:*").start();
+    let server =
+        Launch::new(&dir.path().join("data")).arg("--http-allowed-hosts").arg("http://127.0.0.1:*").start();
     let admin = server.admin();
 
-    let outside = admin.register(fetch_manifest("0.9.0", &["api.example.com".into()]), FETCH_WAT.into(), None);
+    let outside =
+        admin.register(fetch_manifest("0.9.0", &["api.example.com".into()]), FETCH_WAT.into(), None);
     let err = refusal(outside, 422, ErrorCode::ValidationError);
-    assert!(err.message.contains("`api.example.com`") && err.message.contains("http_allowed_hosts"), "{err:?}");
+    assert!(
+        err.message.contains("`api.example.com`") && err.message.contains("http_allowed_hosts"),
+        "{err:?}"
+    );
 
     let pattern = format!("http://127.0.0.1:{port}");
     let overlay = admin.register(fetch_manifest("1.0.0", &[pattern]), FETCH_WAT.into(), None).unwrap();
     assert!(overlay.requires_approval, "network:http is privileged");
     admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap();
 
-    let fetched = admin.invoke(overlay.id, &call("process", json!({"url": format!("http://127.0.0.1:{port}/quote")})));
+    let fetched =
+        admin.invoke(overlay.id, &call("process", json!({"url": format!("http://127.0.0.1:{port}/quote")})));
     let result = fetched.unwrap().result.unwrap();
     assert_eq!(result["ok"]["status"], 200, "{result:?}");
     assert_eq!(result["ok"]["body"], r#"{"price": 42}"#);
@@ -82,7 +88,9 @@ fn an_allowed_request_succeeds_through_the_api_and_is_logged_and_counted() {
     assert!(metrics.as_str().unwrap().lines().any(|line| line == counted), "{metrics}");
     let log = server.log();
     let line = log.lines().find(|line| line.contains("outbound http")).unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("fetcher") && line.contains(&format!("127.0.0.1:{port}/quote")) && line.contains("ok"));
+    assert!(
+        line.contains("fetcher") && line.contains(&format!("127.0.0.1:{port}/quote")) && line.contains("ok")
+    );
 }
 
 #[test]

@@ -804,7 +804,8 @@ mod tests {
                 "capabilities": [{"name": "network:http", "constraints": constraints}]
             }))
         };
-        let allowed = ["api.example.com", "*.example.org", "localhost", "http://127.0.0.1:8080", "https://*:*"];
+        let allowed =
+            ["api.example.com", "*.example.org", "localhost", "http://127.0.0.1:8080", "https://*:*"];
         assert!(manifest(json!({ "hosts": allowed })).is_ok());
         let field = "capabilities[0].constraints.hosts";
         for bad in [json!("api.example.com"), json!({"a": 1})] {

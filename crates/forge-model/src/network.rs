@@ -176,7 +176,8 @@ fn parse_host(host: &str) -> Result<HostMatcher, String> {
     }
     if let Some(inner) = host.strip_prefix('[') {
         let inner = inner.strip_suffix(']').ok_or("an IPv6 host must be written `[address]`")?;
-        return parse_range(inner, |a| a.parse::<Ipv6Addr>().ok().map(IpAddr::V6)).map(HostMatcher::Addresses);
+        return parse_range(inner, |a| a.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .map(HostMatcher::Addresses);
     }
     if host.contains('/') || host.parse::<Ipv4Addr>().is_ok() {
         return parse_range(host, |a| a.parse::<Ipv4Addr>().ok().map(IpAddr::V4)).map(HostMatcher::Addresses);
@@ -190,7 +191,11 @@ fn parse_host(host: &str) -> Result<HostMatcher, String> {
             "host `{host}` is not a DNS name, `*.domain`, `*`, an IPv4 address or CIDR, or `[IPv6]`"
         ));
     }
-    Ok(if wildcard { HostMatcher::Subdomains(format!(".{name}")) } else { HostMatcher::Name(name.to_owned()) })
+    Ok(if wildcard {
+        HostMatcher::Subdomains(format!(".{name}"))
+    } else {
+        HostMatcher::Name(name.to_owned())
+    })
 }
 
 fn parse_range(text: &str, address: impl Fn(&str) -> Option<IpAddr>) -> Result<IpRange, String> {
@@ -325,9 +330,21 @@ mod tests {
     #[test]
     fn malformed_patterns_say_why() {
         for bad in [
-            "", "ftp://a.com", "a.com:443", "https://a.com:0", "https://a.com:99999", "https://a.com:9-1",
-            "https://a.com/path", "https://bad host", "https://-a.com", "https://a..b", "http://10.0.0.0/33",
-            "http://[::1", "http://[::1]x", "http://[1.2.3.4]", "https://a.com:x",
+            "",
+            "ftp://a.com",
+            "a.com:443",
+            "https://a.com:0",
+            "https://a.com:99999",
+            "https://a.com:9-1",
+            "https://a.com/path",
+            "https://bad host",
+            "https://-a.com",
+            "https://a..b",
+            "http://10.0.0.0/33",
+            "http://[::1",
+            "http://[::1]x",
+            "http://[1.2.3.4]",
+            "https://a.com:x",
         ] {
             assert!(bad.parse::<HostPattern>().is_err(), "{bad:?} was accepted");
         }

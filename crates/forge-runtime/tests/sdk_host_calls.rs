@@ -37,7 +37,8 @@ impl HttpClient for Mirror {
                 format!("nothing at {}", request.url),
             ));
         }
-        let headers = [("x-method".to_string(), request.method.to_owned())].into_iter().chain(request.headers);
+        let headers =
+            [("x-method".to_string(), request.method.to_owned())].into_iter().chain(request.headers);
         Ok(HttpResponse {
             status: 201,
             headers: headers.collect(),

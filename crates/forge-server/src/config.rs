@@ -546,9 +546,11 @@ mod tests {
         assert!(weak.contains("admin_token"), "{weak}");
 
         assert!(load(None, &["--database-url", "mysql://x"]).is_err());
-        let err = load(None, &["--http-allowed-hosts", "https://*.example.com,ftp://x"]).unwrap_err().to_string();
+        let err =
+            load(None, &["--http-allowed-hosts", "https://*.example.com,ftp://x"]).unwrap_err().to_string();
         assert!(err.contains("http_allowed_hosts: `ftp://x`"), "{err}");
-        let allowed = load(None, &["--http-allowed-hosts", "https://*.example.com:*,http://127.0.0.1:*"]).unwrap();
+        let allowed =
+            load(None, &["--http-allowed-hosts", "https://*.example.com:*,http://127.0.0.1:*"]).unwrap();
         assert_eq!(allowed.service_config().http_allowed_hosts.len(), 2);
         assert!(load(Some(&dir.path().join("missing.toml")), &[]).is_err());
 

@@ -10,7 +10,9 @@
 //! no body is decompressed.
 
 use forge_model::network::{HostPattern, Scheme, special_range};
-use forge_runtime::{GuestErrorCode, HostCallError, HttpClient, HttpResponse, OutboundRequest, target_allowed};
+use forge_runtime::{
+    GuestErrorCode, HostCallError, HttpClient, HttpResponse, OutboundRequest, target_allowed,
+};
 use prometheus::IntCounterVec;
 use reqwest::{Method, StatusCode, header};
 use std::collections::BTreeMap;
@@ -37,7 +39,12 @@ impl OutboundHttp {
 impl HttpClient for OutboundHttp {
     async fn send(&self, request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
         let overlay = request.overlay.clone();
-        let target = format!("{} {}{}", request.method, request.url.origin().ascii_serialization(), request.url.path());
+        let target = format!(
+            "{} {}{}",
+            request.method,
+            request.url.origin().ascii_serialization(),
+            request.url.path()
+        );
         let result = exchange(request).await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -45,7 +52,9 @@ impl HttpClient for OutboundHttp {
             Err(_) => "failed",
         };
         match &result {
-            Ok(response) => tracing::info!(%overlay, %target, outcome, status = response.status, "outbound http"),
+            Ok(response) => {
+                tracing::info!(%overlay, %target, outcome, status = response.status, "outbound http")
+            }
             Err(error) => tracing::info!(%overlay, %target, outcome, %error, "outbound http"),
         }
         if let Some(counter) = &self.counter {
@@ -64,9 +73,11 @@ fn unavailable(message: impl Into<String>) -> HostCallError {
 }
 
 async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
-    let OutboundRequest { method, mut url, mut headers, mut body, allowed, deadline, max_response_bytes, .. } =
-        request;
-    let mut method = Method::from_bytes(method.as_bytes()).map_err(|e| HostCallError::Fault(e.to_string()))?;
+    let OutboundRequest {
+        method, mut url, mut headers, mut body, allowed, deadline, max_response_bytes, ..
+    } = request;
+    let mut method =
+        Method::from_bytes(method.as_bytes()).map_err(|e| HostCallError::Fault(e.to_string()))?;
     let mut redirects = 0;
     loop {
         let response = send_once(&method, &url, &headers, body.clone(), &allowed, deadline).await?;
@@ -75,7 +86,8 @@ async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallErro
         let Some(location) = location.filter(|_| status.is_redirection()) else {
             return read(response, max_response_bytes).await;
         };
-        let next = url.join(location).map_err(|_| denied(format!("redirect to `{location}` is not a URL")))?;
+        let next =
+            url.join(location).map_err(|_| denied(format!("redirect to `{location}` is not a URL")))?;
         if redirects == MAX_REDIRECTS {
             return Err(denied(format!("more than {MAX_REDIRECTS} redirects")));
         }
@@ -87,7 +99,8 @@ async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallErro
         }
         redirects += 1;
         let to_get = status == StatusCode::SEE_OTHER
-            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && method == Method::POST);
+            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && method == Method::POST);
         if to_get && method != Method::HEAD {
             method = Method::GET;
             body = None;
@@ -95,7 +108,9 @@ async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallErro
         }
         if next.origin() != url.origin() {
             // Credentials meant for one origin are not handed to another.
-            headers.retain(|(name, _)| !["authorization", "cookie"].contains(&name.to_ascii_lowercase().as_str()));
+            headers.retain(|(name, _)| {
+                !["authorization", "cookie"].contains(&name.to_ascii_lowercase().as_str())
+            });
         }
         url = next;
     }
@@ -127,7 +142,8 @@ async fn send_once(
         Some(url::Host::Ipv6(v6)) => check_address(v6.into(), scheme, port, allowed)?,
         None => return Err(denied("the URL has no host")),
     }
-    let client = client.build().map_err(|e| HostCallError::Fault(format!("cannot build the HTTP client: {e}")))?;
+    let client =
+        client.build().map_err(|e| HostCallError::Fault(format!("cannot build the HTTP client: {e}")))?;
     let mut request = client.request(method.clone(), url.clone());
     for (name, value) in headers {
         request = request.header(name, value);
@@ -160,7 +176,12 @@ async fn resolve(
     }
 }
 
-fn check_address(address: IpAddr, scheme: Scheme, port: u16, allowed: &[HostPattern]) -> Result<(), HostCallError> {
+fn check_address(
+    address: IpAddr,
+    scheme: Scheme,
+    port: u16,
+    allowed: &[HostPattern],
+) -> Result<(), HostCallError> {
     refusal(address, scheme, port, allowed).map_or(Ok(()), |reason| Err(denied(reason)))
 }
 
@@ -173,14 +194,18 @@ fn refusal(address: IpAddr, scheme: Scheme, port: u16, allowed: &[HostPattern]) 
 
 /// Reads the answer, refusing a body larger than `max` bytes as soon as it is seen to be.
 async fn read(mut response: reqwest::Response, max: usize) -> Result<HttpResponse, HostCallError> {
-    let too_large = || denied(format!("the response body is larger than {max} bytes (max_http_response_bytes)"));
+    let too_large =
+        || denied(format!("the response body is larger than {max} bytes (max_http_response_bytes)"));
     if response.content_length().is_some_and(|length| length > max as u64) {
         return Err(too_large());
     }
     let mut headers = BTreeMap::<String, String>::new();
     for (name, value) in response.headers() {
         let value = String::from_utf8_lossy(value.as_bytes());
-        headers.entry(name.as_str().to_owned()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value.into_owned());
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| *v = format!("{v}, {value}"))
+            .or_insert(value.into_owned());
     }
     let status = response.status().as_u16();
     let mut body = Vec::new();

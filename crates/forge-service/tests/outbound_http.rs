@@ -50,10 +50,15 @@ async fn serve(mut stream: TcpStream, port: u16) {
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or_default().to_owned(), words.next().unwrap_or_default());
     let respond = |status: &str, headers: &str, body: &str| {
-        format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n{body}", body.len())
+        format!(
+            "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n{body}",
+            body.len()
+        )
     };
     let response = match path {
-        "/hello" => respond("200 OK", "content-type: application/json\r\nx-upstream: yes\r\n", r#"{"hello":"world"}"#),
+        "/hello" => {
+            respond("200 OK", "content-type: application/json\r\nx-upstream: yes\r\n", r#"{"hello":"world"}"#)
+        }
         "/method" => respond("200 OK", "", &method),
         "/to-hello" => respond("302 Found", "location: /hello\r\n", ""),
         "/to-other-loopback" => {
@@ -64,7 +69,8 @@ async fn serve(mut stream: TcpStream, port: u16) {
         "/streamed-big" => {
             // Chunked, no length declared: the client must count as it reads.
             let chunk = format!("400\r\n{}\r\n", "y".repeat(1024));
-            let mut body = String::from("HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n");
+            let mut body =
+                String::from("HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n");
             for _ in 0..8 {
                 body.push_str(&chunk);
             }
@@ -104,8 +110,10 @@ fn proxy(times: u32) -> Vec<u8> {
 
 /// Calls the proxy guest (`times` requests of `request`) with `hosts` as its patterns.
 async fn call(config: RuntimeConfig, hosts: &[String], times: u32, request: Value) -> CallOutcome {
-    let services =
-        HostServices { capsules: Arc::new(InMemoryCapsules::default()), http: Arc::new(OutboundHttp::default()) };
+    let services = HostServices {
+        capsules: Arc::new(InMemoryCapsules::default()),
+        http: Arc::new(OutboundHttp::default()),
+    };
     let runtime = Runtime::new(RuntimeConfig { max_instances: 4, ..config }, services).unwrap();
     let manifest = OverlayManifest::from_value(json!({
         "name": "fetcher", "version": "1.0.0", "max_execution_ms": 2000,
@@ -158,7 +166,12 @@ async fn targets_outside_the_patterns_end_the_call() {
         format!("http://localhost:{port}/hello"),
     ] {
         let outcome = call(RuntimeConfig::default(), &hosts, 1, json!({ "url": url })).await;
-        assert_eq!(outcome.result.error_kind, Some(ErrorKind::CapabilityDenied), "{url}: {:?}", outcome.result);
+        assert_eq!(
+            outcome.result.error_kind,
+            Some(ErrorKind::CapabilityDenied),
+            "{url}: {:?}",
+            outcome.result
+        );
     }
     assert_eq!(upstream.served.load(Ordering::SeqCst), 0);
 }
@@ -181,9 +194,12 @@ async fn a_name_resolving_to_loopback_needs_the_address_named_literally() {
 async fn redirects_leave_neither_the_patterns_nor_the_limit() {
     let upstream = Upstream::start().await;
     let hosts = literal(&upstream);
-    let away = answer(call(RuntimeConfig::default(), &hosts, 1, json!({"url": upstream.url("/to-other-loopback")})).await);
+    let away = answer(
+        call(RuntimeConfig::default(), &hosts, 1, json!({"url": upstream.url("/to-other-loopback")})).await,
+    );
     denied_with(&away, "redirect to `http://127.0.0.2");
-    let looping = answer(call(RuntimeConfig::default(), &hosts, 1, json!({"url": upstream.url("/loop")})).await);
+    let looping =
+        answer(call(RuntimeConfig::default(), &hosts, 1, json!({"url": upstream.url("/loop")})).await);
     denied_with(&looping, "more than 5 redirects");
     let served = upstream.served.load(Ordering::SeqCst);
     assert_eq!(served, 1 + 6, "the refused redirect's first request; the loop's first and its 5 redirects");
@@ -228,7 +244,8 @@ async fn forbidden_headers_and_methods_are_refused_unsent() {
 async fn a_stalled_server_ends_the_call_at_its_deadline() {
     let upstream = Upstream::start().await;
     let started = std::time::Instant::now();
-    let outcome = call(RuntimeConfig::default(), &literal(&upstream), 1, json!({"url": upstream.url("/stall")})).await;
+    let outcome =
+        call(RuntimeConfig::default(), &literal(&upstream), 1, json!({"url": upstream.url("/stall")})).await;
     assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout), "{:?}", outcome.result);
     let waited = started.elapsed().as_millis();
     assert!((2000..3000).contains(&waited), "waited {waited} ms for a 2 s deadline");

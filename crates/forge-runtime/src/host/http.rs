@@ -155,10 +155,9 @@ pub(crate) fn request(context: &mut RequestContext<'_>, request: Value) -> Resul
 
 fn checked_shape(request: HttpRequest) -> Result<(&'static str, url::Url, HttpRequest), HostCallError> {
     let invalid = |message: String| HostCallError::refused(GuestErrorCode::InvalidRequest, message);
-    let method = METHODS
-        .into_iter()
-        .find(|m| m.eq_ignore_ascii_case(&request.method))
-        .ok_or_else(|| invalid(format!("method `{}` is not one of {}", request.method, METHODS.join(", "))))?;
+    let method = METHODS.into_iter().find(|m| m.eq_ignore_ascii_case(&request.method)).ok_or_else(|| {
+        invalid(format!("method `{}` is not one of {}", request.method, METHODS.join(", ")))
+    })?;
     let url = url::Url::parse(&request.url)
         .ok()
         .filter(|url| url.has_host())

@@ -20,7 +20,8 @@ use wasmtime::{Caller, Linker};
 
 pub use capsules::{CapsuleStore, InMemoryCapsules, MAX_SEARCH_LIMIT};
 pub use http::{
-    FORBIDDEN_HEADERS, HttpClient, HttpRequest, HttpResponse, METHODS, NoNetwork, OutboundRequest, target_allowed,
+    FORBIDDEN_HEADERS, HttpClient, HttpRequest, HttpResponse, METHODS, NoNetwork, OutboundRequest,
+    target_allowed,
 };
 
 /// The backends host functions reach, shared by every call. Their futures run inside the call's

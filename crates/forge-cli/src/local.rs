@@ -90,7 +90,7 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     let services = HostServices {
         capsules: Arc::new(InMemoryCapsules::default()),
-        http: Arc::new(OutboundHttp::default()),
+        http: Arc::new(OutboundHttp::new()?),
     };
     let runtime = Runtime::new(RuntimeConfig::default(), services)?;
     let prepared = runtime.prepare(&manifest, &wasm)?;

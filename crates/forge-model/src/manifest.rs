@@ -23,8 +23,6 @@ pub mod limits {
     pub const ENTRY_POINTS_MAX: usize = 64;
     /// Most hosts a `network:http` capability may list.
     pub const HTTP_HOSTS_MAX: usize = 64;
-    /// Longest host pattern: a DNS name is at most 253 characters, plus scheme and ports.
-    pub const HTTP_HOST_MAX_CHARS: usize = crate::network::HOST_PATTERN_MAX_CHARS;
     /// Longest `[build].command`.
     pub const BUILD_COMMAND_MAX_CHARS: usize = 1000;
     /// Longest `[build].wasm` path.

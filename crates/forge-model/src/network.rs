@@ -213,7 +213,7 @@ fn parse_range(text: &str, address: impl Fn(&str) -> Option<IpAddr>) -> Result<I
 }
 
 /// Dot-separated labels of letters, digits and inner hyphens, at most 253 characters.
-pub fn is_dns_name(name: &str) -> bool {
+fn is_dns_name(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
             (1..=63).contains(&label.len())

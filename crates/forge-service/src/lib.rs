@@ -68,7 +68,7 @@ impl OverlayService {
         let capsules =
             Arc::new(capsules::RepositoryCapsules::new(repo.clone(), config.host_call_db_operations));
         let metrics = ServiceMetrics::new();
-        let http = Arc::new(OutboundHttp::counted(metrics.http_requests.clone()));
+        let http = Arc::new(OutboundHttp::counted(metrics.http_requests.clone())?);
         let services = HostServices { capsules, http };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
         let recorder = Arc::new(recorder::HealthRecorder::default());

@@ -3,12 +3,15 @@
 //!
 //! Every name is resolved once, here; each address found must be an ordinary public one or be named
 //! literally by one of the overlay's patterns ([`forge_model::network::special_range`]), and the
-//! connection goes to the checked addresses only (no second lookup, so no DNS rebinding). Redirects
-//! are followed by hand, each target checked against the patterns like the first, at most
-//! [`MAX_REDIRECTS`]. The response body is read as it arrives and refused past its cap. No proxy
-//! from the environment is used, no connection is pooled (each request is checked on its own), and
-//! no body is decompressed.
+//! connection goes to the checked addresses only: the client's resolver answers only with the
+//! addresses checked for the request being sent (a task-local), and fails otherwise, so there is no
+//! second lookup and no DNS rebinding. Redirects are followed by hand, each target checked against
+//! the patterns like the first, at most [`MAX_REDIRECTS`]. The response body is read as it arrives
+//! and refused past its cap. No proxy from the environment is used, no body is decompressed, and no
+//! connection is pooled: one checked for an overlay whose patterns name a private address must
+//! not serve another overlay's request to the same name.
 
+use forge_model::ForgeError;
 use forge_model::network::{HostPattern, Scheme, special_range};
 use forge_runtime::{
     GuestErrorCode, HostCallError, HttpClient, HttpResponse, OutboundRequest, target_allowed,
@@ -17,21 +20,65 @@ use prometheus::IntCounterVec;
 use reqwest::{Method, StatusCode, header};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Redirects one request may follow.
 pub const MAX_REDIRECTS: usize = 5;
 
 /// Outbound HTTP for overlays, over rustls.
-#[derive(Default)]
 pub struct OutboundHttp {
+    /// Shared by every request (its TLS roots are loaded once); connects only to checked addresses.
+    client: reqwest::Client,
     /// `forge_http_requests_total`, by overlay and outcome; none for local runs.
     counter: Option<IntCounterVec>,
 }
 
 impl OutboundHttp {
-    pub(crate) fn counted(counter: IntCounterVec) -> Self {
-        OutboundHttp { counter: Some(counter) }
+    /// A client without metrics, as `forge-overlay run` and `bench` use.
+    pub fn new() -> Result<Self, ForgeError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .dns_resolver(Arc::new(CheckedAddresses))
+            .build()
+            .map_err(|e| ForgeError::internal(format!("cannot set up the outbound HTTP client: {e}")))?;
+        Ok(OutboundHttp { client, counter: None })
+    }
+
+    pub(crate) fn counted(counter: IntCounterVec) -> Result<Self, ForgeError> {
+        Ok(OutboundHttp { counter: Some(counter), ..Self::new()? })
+    }
+}
+
+/// The addresses checked for the request being sent, by name.
+struct Checked {
+    name: String,
+    addresses: Vec<SocketAddr>,
+}
+
+tokio::task_local! {
+    static CHECKED: Checked;
+}
+
+/// The client's resolver: the addresses checked for this request's name, never a lookup of its own.
+struct CheckedAddresses;
+
+impl reqwest::dns::Resolve for CheckedAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let checked = CHECKED
+            .try_with(|c| c.name.eq_ignore_ascii_case(name.as_str()).then(|| c.addresses.clone()))
+            .ok()
+            .flatten();
+        Box::pin(async move {
+            match checked {
+                Some(addresses) => Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs),
+                None => {
+                    Err(format!("`{}` was not resolved and checked for this request", name.as_str()).into())
+                }
+            }
+        })
     }
 }
 
@@ -45,7 +92,7 @@ impl HttpClient for OutboundHttp {
             request.url.origin().ascii_serialization(),
             request.url.path()
         );
-        let result = exchange(request).await;
+        let result = exchange(&self.client, request).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(HostCallError::Refused { code: GuestErrorCode::NetworkDenied, .. }) => "denied",
@@ -72,7 +119,7 @@ fn unavailable(message: impl Into<String>) -> HostCallError {
     HostCallError::refused(GuestErrorCode::Unavailable, message)
 }
 
-async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
+async fn exchange(client: &reqwest::Client, request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
     let OutboundRequest {
         method, mut url, mut headers, mut body, allowed, deadline, max_response_bytes, ..
     } = request;
@@ -80,7 +127,7 @@ async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallErro
         Method::from_bytes(method.as_bytes()).map_err(|e| HostCallError::Fault(e.to_string()))?;
     let mut redirects = 0;
     loop {
-        let response = send_once(&method, &url, &headers, body.clone(), &allowed, deadline).await?;
+        let response = send_once(client, &method, &url, &headers, body.clone(), &allowed, deadline).await?;
         let status = response.status();
         let location = response.headers().get(header::LOCATION).and_then(|l| l.to_str().ok());
         let Some(location) = location.filter(|_| status.is_redirection()) else {
@@ -118,6 +165,7 @@ async fn exchange(request: OutboundRequest) -> Result<HttpResponse, HostCallErro
 
 /// One request to `url` (its target already matched `allowed`), connected only to checked addresses.
 async fn send_once(
+    client: &reqwest::Client,
     method: &Method,
     url: &url::Url,
     headers: &[(String, String)],
@@ -128,23 +176,20 @@ async fn send_once(
     let scheme = Scheme::parse(url.scheme()).ok_or_else(|| denied("only http and https are sent"))?;
     let port = url.port_or_known_default().ok_or_else(|| denied("the URL has no port"))?;
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(remaining);
-    match url.host() {
-        Some(url::Host::Domain(name)) => {
-            let addresses = resolve(name, scheme, port, allowed, remaining).await?;
-            client = client.resolve_to_addrs(name, &addresses);
+    let checked = match url.host() {
+        Some(url::Host::Domain(name)) => Checked {
+            name: name.to_owned(),
+            addresses: resolve(name, scheme, port, allowed, remaining).await?,
+        },
+        Some(url::Host::Ipv4(v4)) => {
+            check_address(v4.into(), scheme, port, allowed).map(|()| Checked::none())?
         }
-        Some(url::Host::Ipv4(v4)) => check_address(v4.into(), scheme, port, allowed)?,
-        Some(url::Host::Ipv6(v6)) => check_address(v6.into(), scheme, port, allowed)?,
+        Some(url::Host::Ipv6(v6)) => {
+            check_address(v6.into(), scheme, port, allowed).map(|()| Checked::none())?
+        }
         None => return Err(denied("the URL has no host")),
-    }
-    let client =
-        client.build().map_err(|e| HostCallError::Fault(format!("cannot build the HTTP client: {e}")))?;
-    let mut request = client.request(method.clone(), url.clone());
+    };
+    let mut request = client.request(method.clone(), url.clone()).timeout(remaining);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -152,7 +197,17 @@ async fn send_once(
         request = request.body(body);
     }
     let origin = url.origin().ascii_serialization();
-    request.send().await.map_err(|e| unavailable(format!("request to `{origin}` failed: {e}")))
+    CHECKED
+        .scope(checked, request.send())
+        .await
+        .map_err(|e| unavailable(format!("request to `{origin}` failed: {e}")))
+}
+
+impl Checked {
+    /// For an address literal, which the client connects to without resolving.
+    fn none() -> Checked {
+        Checked { name: String::new(), addresses: Vec::new() }
+    }
 }
 
 /// Resolves `name` once and keeps the addresses it may reach; refuses it if none is left.
@@ -237,5 +292,22 @@ mod tests {
         assert!(check_address("10.1.2.3".parse().unwrap(), Scheme::Http, 8080, &literal).is_ok());
         assert!(check_address("10.1.2.3".parse().unwrap(), Scheme::Http, 8081, &literal).is_err());
         assert!(check_address("127.0.0.1".parse().unwrap(), Scheme::Http, 8080, &literal).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_answers_only_the_name_checked_for_this_request() {
+        use reqwest::dns::Resolve;
+        let resolve = |name: &str| CheckedAddresses.resolve(name.parse().unwrap());
+        let found = |answer: Result<reqwest::dns::Addrs, _>| answer.ok().map(Iterator::collect::<Vec<_>>);
+        assert_eq!(found(resolve("example.com").await), None, "no lookup outside a checked request");
+        let address: SocketAddr = "93.184.216.34:443".parse().unwrap();
+        let checked = Checked { name: "example.com".into(), addresses: vec![address] };
+        let (same, other) = CHECKED
+            .scope(checked, async {
+                (found(resolve("Example.com").await), found(resolve("other.com").await))
+            })
+            .await;
+        assert_eq!(same, Some(vec![address]));
+        assert_eq!(other, None);
     }
 }

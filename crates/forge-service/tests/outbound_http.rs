@@ -112,7 +112,7 @@ fn proxy(times: u32) -> Vec<u8> {
 async fn call(config: RuntimeConfig, hosts: &[String], times: u32, request: Value) -> CallOutcome {
     let services = HostServices {
         capsules: Arc::new(InMemoryCapsules::default()),
-        http: Arc::new(OutboundHttp::default()),
+        http: Arc::new(OutboundHttp::new().unwrap()),
     };
     let runtime = Runtime::new(RuntimeConfig { max_instances: 4, ..config }, services).unwrap();
     let manifest = OverlayManifest::from_value(json!({

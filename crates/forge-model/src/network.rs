@@ -71,9 +71,13 @@ fn mask(address: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) are judged as the IPv4 address they reach.
+/// IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) and NAT64 ones (`64:ff9b::127.0.0.1`, the
+/// well-known prefix) are judged as the IPv4 address they reach.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+        }
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         v4 => v4,
     }
@@ -406,10 +410,14 @@ mod tests {
             ("255.255.255.255", "broadcast / reserved"),
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:169.254.169.254", "link-local"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b::10.0.0.1", "private"),
         ] {
             assert_eq!(special_range(ip(address)), Some(range), "{address}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1", "100.128.0.1"] {
+        for public in
+            ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1", "100.128.0.1", "64:ff9b::808:808"]
+        {
             assert_eq!(special_range(ip(public)), None, "{public}");
         }
     }

@@ -138,6 +138,9 @@ async fn exchange(client: &reqwest::Client, request: OutboundRequest) -> Result<
         if redirects == MAX_REDIRECTS {
             return Err(denied(format!("more than {MAX_REDIRECTS} redirects")));
         }
+        if !next.username().is_empty() || next.password().is_some() {
+            return Err(denied("redirect to a URL with credentials refused"));
+        }
         if !target_allowed(&next, &allowed) {
             let origin = next.origin().ascii_serialization();
             return Err(denied(format!(

@@ -240,6 +240,32 @@ async fn forbidden_headers_and_methods_are_refused_unsent() {
     assert_eq!(upstream.served.load(Ordering::SeqCst), 0);
 }
 
+/// examples/fetch-json, as built in fixtures/wasm, against the loopback stand-in for the world.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fetch_json_example_keeps_what_it_fetched_as_a_capsule() {
+    let upstream = Upstream::start().await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/wasm");
+    let manifest =
+        OverlayManifest::parse(&std::fs::read_to_string(fixtures.join("fetch-json.toml")).unwrap());
+    let wasm = std::fs::read(fixtures.join("fetch-json.wasm")).unwrap();
+    let capsules = Arc::new(InMemoryCapsules::default());
+    let services = HostServices { capsules: capsules.clone(), http: Arc::new(OutboundHttp::new().unwrap()) };
+    let runtime =
+        Runtime::new(RuntimeConfig { max_instances: 4, ..RuntimeConfig::default() }, services).unwrap();
+    let prepared = runtime.prepare(&manifest.unwrap(), &wasm).unwrap();
+    let identity = OverlayIdentity { id: None, name: "fetch-json".into(), trust_level: TrustLevel::Standard };
+    let args = json!({"url": upstream.url("/hello")}).as_object().unwrap().clone();
+    let outcome =
+        runtime.invoke(&prepared, &identity, &OverlayInvocation::new("process", args)).await.unwrap();
+    let result = answer(outcome);
+    assert_eq!(result["status"], 200, "{result}");
+    let kept = capsules.all();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].id.to_string(), result["capsule_id"].as_str().unwrap());
+    assert_eq!(kept[0].content, r#"{"hello":"world"}"#);
+    assert_eq!(kept[0].metadata["source_url"], upstream.url("/hello"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_ends_the_call_at_its_deadline() {
     let upstream = Upstream::start().await;

@@ -83,7 +83,7 @@ impl ServiceMetrics {
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
-                "Outbound http_request calls sent for overlays, by overlay and outcome (ok, denied, failed)",
+                "Outbound http_request calls sent for overlays, by overlay and outcome (ok, denied, failed, timeout)",
             ),
             &["overlay", "outcome"],
         )

@@ -85,29 +85,55 @@ impl reqwest::dns::Resolve for CheckedAddresses {
 #[async_trait::async_trait]
 impl HttpClient for OutboundHttp {
     async fn send(&self, request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
-        let overlay = request.overlay.clone();
         let target = format!(
             "{} {}{}",
             request.method,
             request.url.origin().ascii_serialization(),
             request.url.path()
         );
-        let result = exchange(&self.client, request).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(HostCallError::Refused { code: GuestErrorCode::NetworkDenied, .. }) => "denied",
-            Err(_) => "failed",
+        let mut record = Record {
+            overlay: request.overlay.clone(),
+            target,
+            counter: self.counter.as_ref(),
+            finished: false,
         };
+        let result = exchange(&self.client, request).await;
         match &result {
-            Ok(response) => {
-                tracing::info!(%overlay, %target, outcome, status = response.status, "outbound http")
+            Ok(response) => record.finish("ok", &format!("status {}", response.status)),
+            Err(HostCallError::Refused { code: GuestErrorCode::NetworkDenied, message }) => {
+                record.finish("denied", message)
             }
-            Err(error) => tracing::info!(%overlay, %target, outcome, %error, "outbound http"),
-        }
-        if let Some(counter) = &self.counter {
-            counter.with_label_values(&[&*overlay, outcome]).inc();
+            Err(error) => record.finish("failed", &error.to_string()),
         }
         result
+    }
+}
+
+/// Logs and counts one outbound request when it ends; one dropped unfinished (the call's deadline
+/// passed while it waited) is recorded as `timeout`.
+struct Record<'a> {
+    overlay: Arc<str>,
+    target: String,
+    counter: Option<&'a IntCounterVec>,
+    finished: bool,
+}
+
+impl Record<'_> {
+    fn finish(&mut self, outcome: &str, detail: &str) {
+        self.finished = true;
+        let overlay = &self.overlay;
+        tracing::info!(%overlay, target = %self.target, outcome, detail, "outbound http");
+        if let Some(counter) = self.counter {
+            counter.with_label_values(&[&**overlay, outcome]).inc();
+        }
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish("timeout", "the call's deadline passed first");
+        }
     }
 }
 
@@ -130,7 +156,8 @@ async fn exchange(client: &reqwest::Client, request: OutboundRequest) -> Result<
         let response = send_once(client, &method, &url, &headers, body.clone(), &allowed, deadline).await?;
         let status = response.status();
         let location = response.headers().get(header::LOCATION).and_then(|l| l.to_str().ok());
-        let Some(location) = location.filter(|_| status.is_redirection()) else {
+        let redirected = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+        let Some(location) = location.filter(|_| redirected) else {
             return read(response, max_response_bytes).await;
         };
         let next =
@@ -312,5 +339,29 @@ mod tests {
             .await;
         assert_eq!(same, Some(vec![address]));
         assert_eq!(other, None);
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_off_by_the_deadline_is_counted_as_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalls = tokio::spawn(async move { listener.accept().await.map(|(stream, _)| stream) });
+        let counter =
+            IntCounterVec::new(prometheus::Opts::new("requests", "test"), &["overlay", "outcome"]).unwrap();
+        let client = OutboundHttp::counted(counter.clone()).unwrap();
+        let request = OutboundRequest {
+            overlay: "stalled".into(),
+            method: "GET",
+            url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
+            headers: Vec::new(),
+            body: None,
+            allowed: vec![format!("http://127.0.0.1:{port}").parse().unwrap()].into(),
+            deadline: Instant::now() + std::time::Duration::from_secs(10),
+            max_response_bytes: 1024,
+        };
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(200), client.send(request)).await;
+        assert!(cut.is_err(), "the stalled server never answers");
+        assert_eq!(counter.with_label_values(&["stalled", "timeout"]).get(), 1);
+        drop(stalls);
     }
 }

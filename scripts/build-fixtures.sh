@@ -21,7 +21,7 @@ cd "$repo"
 out="$repo/fixtures/wasm"
 
 # package directory under examples/ = overlay name; the cdylib file is the package's lib name.
-examples=(echo text-stats capsule-insight count-vowels)
+examples=(echo text-stats capsule-insight count-vowels fetch-json)
 wasi_examples=(text-stats)
 
 ensure_target() {

@@ -64,7 +64,8 @@ _Noreturn void forge_reject_input(const char *message);
 /*
  * A host function's refusal (`{"error": {"code", "message"}}`): `not_found`,
  * `invalid_request`, `unavailable`, `limit_exceeded` (the call used up its
- * host calls), or `invalid_response` when the answer could not be read. Both strings live until the call ends.
+ * host calls), `network_denied` (`http_request` refused a request inside the manifest's patterns,
+ * docs/abi.md), or `invalid_response` when the answer could not be read. Both strings live until the call ends.
  */
 typedef struct {
     const char *code;
@@ -88,7 +89,7 @@ cJSON *forge_capsule_search(const char *query, int limit, forge_host_error *erro
 cJSON *forge_capsule_create(const char *content, const char *type, cJSON *metadata,
                             forge_host_error *error);
 /*
- * `http_request` (network:http, to the manifest's hosts): `{"status", "headers", "body"}`.
+ * `http_request` (network:http, to the manifest's host patterns; see docs/abi.md): `{"status", "headers", "body"}`.
  * `headers` (an object of strings, or NULL) is taken over; `body` may be NULL.
  */
 cJSON *forge_http_request(const char *method, const char *url, cJSON *headers, const char *body,

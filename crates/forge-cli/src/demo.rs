@@ -1,7 +1,8 @@
 //! `demo`: a newcomer's first five minutes. Starts a server on the embedded default (this very
 //! binary, `serve`, on a free port) and drives it over real HTTP, as any client would: registers the
-//! example overlays, activates them, seeds capsules, invokes each, drives a failing overlay into
-//! automatic quarantine, shows its health and audit trail, and stops the server with SIGTERM.
+//! example overlays, activates them, seeds capsules, invokes each (fetch-json against a server on
+//! loopback standing in for the outside world), drives a failing overlay into automatic
+//! quarantine, shows its health and audit trail, and stops the server with SIGTERM.
 
 use crate::client::{Failure, render};
 use clap::Args;
@@ -39,7 +40,7 @@ pub struct DemoArgs {
 }
 
 /// The example overlays, embedded so the demo runs from the binary alone.
-const EXAMPLES: [(&str, &[u8]); 3] = [
+const EXAMPLES: [(&str, &[u8]); 4] = [
     (include_str!("../../../fixtures/wasm/echo.toml"), include_bytes!("../../../fixtures/wasm/echo.wasm")),
     (
         include_str!("../../../fixtures/wasm/text-stats.toml"),
@@ -49,7 +50,18 @@ const EXAMPLES: [(&str, &[u8]); 3] = [
         include_str!("../../../fixtures/wasm/capsule-insight.toml"),
         include_bytes!("../../../fixtures/wasm/capsule-insight.wasm"),
     ),
+    (
+        include_str!("../../../fixtures/wasm/fetch-json.toml"),
+        include_bytes!("../../../fixtures/wasm/fetch-json.wasm"),
+    ),
 ];
+
+/// What the stand-in for the outside world answers fetch-json.
+const WORLD_DOCUMENT: &str = r#"{"city": "Lisbon", "forecast": "sunny", "high_c": 24}"#;
+
+/// The patterns the demo's server lets manifests ask for: fetch-json's stand-in listens on
+/// loopback, which its manifest names literally.
+const DEMO_ALLOWED_HOSTS: &str = "http://127.0.0.1:*";
 
 /// Capsules seeded for capsule-insight to find; each mentions "overlay", the query used.
 const CAPSULES: [(CapsuleType, &str); 3] = [
@@ -169,19 +181,23 @@ fn tour(api: &Client) -> Result<String, Failure> {
     }
 
     section(4, "Invoke each overlay (a fresh sandboxed instance per call)");
+    let world = stand_in_for_the_world()?;
     let calls = [
         (&overlays[0], json!({"hello": "forge"})),
         (&overlays[1], json!({"text": "Forge runs overlays. Overlays are small and sandboxed.", "top": 2})),
         (insight, json!({"query": "overlay", "limit": 5})),
+        (&overlays[3], json!({ "url": format!("{world}/weather") })),
     ];
     for (overlay, args) in calls {
         let result = invoke(api, overlay.id, "process", &args)?;
         println!("   {} process {}", overlay.manifest.name, render::compact(&args, SUMMARY_CHARS));
         println!("     -> {}", outcome(&result));
-        let insight_id = result.result.as_ref().and_then(|r| r.get("insight_id")).and_then(Value::as_str);
-        if let Some(id) = insight_id.and_then(|id| id.parse::<Uuid>().ok()) {
+        let written =
+            result.result.as_ref().and_then(|r| r.get("insight_id").or_else(|| r.get("capsule_id")));
+        if let Some(id) = written.and_then(Value::as_str).and_then(|id| id.parse::<Uuid>().ok()) {
             let capsule = api.capsule(id)?;
-            println!("     it wrote an insight capsule: {}", render::cut(&capsule.content, SUMMARY_CHARS));
+            let kind = capsule.capsule_type.as_str();
+            println!("     it wrote a capsule ({kind}): {}", render::cut(&capsule.content, SUMMARY_CHARS));
         }
     }
 
@@ -225,6 +241,30 @@ fn tour(api: &Client) -> Result<String, Failure> {
     section(7, "flaky's audit trail (GET /api/v1/overlays/{id}/events)");
     indented(&render::events(&api.events(flaky.id, PageQuery::default())?.data, None));
     Ok(label(&flaky))
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with [`WORLD_DOCUMENT`], for fetch-json
+/// to fetch; returns its base URL. It lives as long as the demo.
+fn stand_in_for_the_world() -> Result<String, Failure> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Failure::Usage(format!("cannot listen on 127.0.0.1 for the stand-in server: {e}")))?;
+    let url = format!("http://{}", listener.local_addr().map_err(|e| Failure::Usage(e.to_string()))?);
+    println!(
+        "   (a server at {url} stands in for the outside world; the demo's server allows `{DEMO_ALLOWED_HOSTS}`)"
+    );
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{WORLD_DOCUMENT}",
+                WORLD_DOCUMENT.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    Ok(url)
 }
 
 /// Prints a renderer's text under the current section.
@@ -324,7 +364,16 @@ impl Server {
         let log_file = File::create(&log)
             .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", log.display())))?;
         let mut command = Command::new(exe);
-        command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        command
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--http-allowed-hosts",
+                DEMO_ALLOWED_HOSTS,
+                "--data-dir",
+            ])
+            .arg(dir);
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("FORGE_") && name != "FORGE_LOG" {
                 command.env_remove(name);

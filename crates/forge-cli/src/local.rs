@@ -1,9 +1,15 @@
-//! Local commands: an overlay on this machine, no server. In-memory capsules, no network.
+//! Local commands: an overlay on this machine, no server. In-memory capsules; `http_request` through
+//! the server's own client and checks (the manifest's patterns, private and loopback addresses
+//! only when a pattern names them literally), so an author can try `network:http` before
+//! registering.
 
 use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
-use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
+use forge_runtime::{
+    HostServices, InMemoryCapsules, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
+};
+use forge_service::OutboundHttp;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,7 +88,11 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
     let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
-    let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
+    let services = HostServices {
+        capsules: Arc::new(InMemoryCapsules::default()),
+        http: Arc::new(OutboundHttp::new()?),
+    };
+    let runtime = Runtime::new(RuntimeConfig::default(), services)?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =
         OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };

@@ -52,13 +52,14 @@ pub enum CapabilityName {
 }
 
 impl CapabilityName {
-    /// Privileged capabilities change shared state; an overlay holding one needs an admin's approval
-    /// (activation is admin-only) before it runs.
+    /// Privileged capabilities change shared state or reach outside the host; an overlay holding one
+    /// needs an admin's approval (activation is admin-only) before it runs.
     pub const fn is_privileged(self) -> bool {
         matches!(
             self,
             CapabilityName::CapsuleWrite
                 | CapabilityName::CapsuleDelete
+                | CapabilityName::NetworkHttp
                 | CapabilityName::GovernanceVote
                 | CapabilityName::SystemConfig
         )
@@ -113,6 +114,9 @@ mod tests {
     fn privileged_set() {
         let privileged: Vec<&str> =
             CapabilityName::ALL.iter().filter(|c| c.is_privileged()).map(|c| c.as_str()).collect();
-        assert_eq!(privileged, ["capsule:write", "capsule:delete", "governance:vote", "system:config"]);
+        assert_eq!(
+            privileged,
+            ["capsule:write", "capsule:delete", "network:http", "governance:vote", "system:config"]
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod invocation;
 pub mod manifest;
 mod names;
+pub mod network;
 pub mod overlay;
 pub mod state;
 pub mod trust;

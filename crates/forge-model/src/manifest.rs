@@ -2,6 +2,7 @@
 
 use crate::capability::{Capability, CapabilityName};
 use crate::error::{FieldError, ForgeError, abbreviated};
+use crate::network::HostPattern;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -22,8 +23,6 @@ pub mod limits {
     pub const ENTRY_POINTS_MAX: usize = 64;
     /// Most hosts a `network:http` capability may list.
     pub const HTTP_HOSTS_MAX: usize = 64;
-    /// Longest host pattern: a DNS name is at most 253 characters.
-    pub const HTTP_HOST_MAX_CHARS: usize = 253;
     /// Longest `[build].command`.
     pub const BUILD_COMMAND_MAX_CHARS: usize = 1000;
     /// Longest `[build].wasm` path.
@@ -219,6 +218,20 @@ impl OverlayManifest {
     /// The capability entry for `name`, with its constraints, if requested.
     pub fn capability(&self, name: CapabilityName) -> Option<&Capability> {
         self.capabilities.iter().find(|c| c.name == name)
+    }
+
+    /// The parsed `constraints.hosts` of `network:http`: where `http_request` may go. Empty (nothing
+    /// allowed) without the capability or its hosts; stored manifests were validated, so a pattern
+    /// that no longer parses is left out rather than widening anything.
+    pub fn http_host_patterns(&self) -> Vec<HostPattern> {
+        self.capability(CapabilityName::NetworkHttp)
+            .and_then(|c| c.constraints.as_ref())
+            .and_then(|c| c.get("hosts"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|host| host.as_str()?.parse().ok())
+            .collect()
     }
 
     /// Privileged capabilities this manifest requests (those need admin approval).
@@ -500,31 +513,21 @@ fn check_http_hosts(hosts: &Value, field: &str, errors: &mut Vec<FieldError>) {
         return;
     }
     for (i, host) in hosts.iter().enumerate() {
-        match host {
-            Value::String(host) if is_valid_host_pattern(host) => {}
-            _ => errors.push(FieldError::new(
+        let problem = match host {
+            Value::String(text) => text.parse::<HostPattern>().err(),
+            _ => Some("is not a string".to_owned()),
+        };
+        if let Some(problem) = problem {
+            errors.push(FieldError::new(
                 format!("{field}[{i}]"),
                 format!(
-                    "must be a host name (`api.example.com`) or a subdomain wildcard (`*.example.com`), \
-                     at most {} characters, got {}",
-                    limits::HTTP_HOST_MAX_CHARS,
+                    "{} is not a host pattern (`api.example.com`, `https://*.example.com:443`, \
+                     `http://10.0.0.0/8:8000-8100`): {problem}",
                     abbreviated(&host.to_string(), QUOTED_MAX_CHARS)
                 ),
-            )),
+            ));
         }
     }
-}
-
-/// `api.example.com` or `*.example.com`: dot-separated labels of letters, digits and inner hyphens.
-pub fn is_valid_host_pattern(pattern: &str) -> bool {
-    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-    pattern.len() <= limits::HTTP_HOST_MAX_CHARS
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 fn check_build(value: Option<Value>, errors: &mut Vec<FieldError>) -> Option<BuildSpec> {
@@ -799,13 +802,16 @@ mod tests {
                 "capabilities": [{"name": "network:http", "constraints": constraints}]
             }))
         };
-        assert!(manifest(json!({"hosts": ["api.example.com", "*.example.org", "localhost"]})).is_ok());
+        let allowed =
+            ["api.example.com", "*.example.org", "localhost", "http://127.0.0.1:8080", "https://*:*"];
+        assert!(manifest(json!({ "hosts": allowed })).is_ok());
         let field = "capabilities[0].constraints.hosts";
         for bad in [json!("api.example.com"), json!({"a": 1})] {
             assert_eq!(fields_of(manifest(json!({"hosts": bad})).unwrap_err()), [field]);
         }
-        for bad in ["https://api.example.com", "api.example.com:443", "", "bad host", "-a.com", "a..b", "*"] {
+        for bad in ["ftp://api.example.com", "api.example.com:443", "", "bad host", "-a.com", "a..b"] {
             let err = manifest(json!({"hosts": [bad]})).unwrap_err();
+            assert!(err.message.contains(&format!("{bad:?} is not a host pattern")), "{}", err.message);
             assert_eq!(fields_of(err), [format!("{field}[0]")], "{bad:?}");
         }
         assert_eq!(fields_of(manifest(json!({"hosts": [7]})).unwrap_err()), [format!("{field}[0]")]);

@@ -33,6 +33,10 @@ pub enum GuestErrorCode {
     /// The call used up its host calls or their bytes (`max_host_calls`, `max_host_call_bytes`);
     /// nothing was done, and every later host call of this call gets the same answer.
     LimitExceeded,
+    /// `http_request` refused a request inside the manifest's patterns: its name resolved to an
+    /// address no pattern names literally, a redirect left the patterns or went past 5, the response
+    /// passed `max_http_response_bytes`, or the call made its `max_http_requests`.
+    NetworkDenied,
 }
 
 impl GuestErrorCode {

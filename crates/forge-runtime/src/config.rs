@@ -59,6 +59,18 @@ pub struct RuntimeConfig {
     /// crosses it is still delivered, so one call can exceed it by one answer).
     pub max_host_call_bytes: usize,
 
+    /// `http_request` calls one call may send (a share of `max_host_calls`). Default: 16.
+    ///
+    /// Each holds a connection to another host for up to the call's deadline; later ones are
+    /// answered `network_denied` without a request sent.
+    pub max_http_requests: u32,
+
+    /// Largest `http_request` response body, in bytes. Default: 1 MiB.
+    ///
+    /// Read as it arrives and cut off past the limit (answered `network_denied`), never buffered
+    /// whole; larger lets overlays fetch more at the cost of that much host memory per request.
+    pub max_http_response_bytes: usize,
+
     /// Largest module accepted, in bytes, checked before any parsing (of WebAssembly text too).
     /// Default: 16 MiB.
     ///
@@ -98,6 +110,8 @@ impl Default for RuntimeConfig {
             max_module_bytes: 16 << 20,
             max_host_calls: 1000,
             max_host_call_bytes: 16 << 20,
+            max_http_requests: 16,
+            max_http_response_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
             module_cache_entries: 256,
             compiled_cache_dir: None,

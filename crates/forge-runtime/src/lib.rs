@@ -51,8 +51,8 @@ pub use abi::{GuestErrorCode, HostFunction, ModuleInfo};
 pub use call::CallOutcome;
 pub use config::RuntimeConfig;
 pub use host::{
-    CapsuleStore, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse, InMemoryCapsules,
-    MAX_SEARCH_LIMIT, NoNetwork,
+    CapsuleStore, FORBIDDEN_HEADERS, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse,
+    InMemoryCapsules, MAX_SEARCH_LIMIT, METHODS, NoNetwork, OutboundRequest, target_allowed,
 };
 pub use log::{CallLog, LOG_LINE_OVERHEAD_BYTES, LogLevel, LogLine, MAX_LOG_LINES};
 pub use prepared::PreparedOverlay;

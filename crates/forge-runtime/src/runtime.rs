@@ -169,6 +169,8 @@ impl Runtime {
                 max_log_bytes: config.max_log_bytes,
                 max_host_calls: config.max_host_calls,
                 max_host_call_bytes: config.max_host_call_bytes,
+                max_http_requests: config.max_http_requests,
+                max_http_response_bytes: config.max_http_response_bytes,
             },
             identity,
         };

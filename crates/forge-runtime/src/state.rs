@@ -45,6 +45,8 @@ pub(crate) struct CallLimits {
     pub max_log_bytes: usize,
     pub max_host_calls: u32,
     pub max_host_call_bytes: usize,
+    pub max_http_requests: u32,
+    pub max_http_response_bytes: usize,
 }
 
 /// What a call's request / response host functions have used so far.
@@ -53,6 +55,8 @@ pub(crate) struct HostCallMeter {
     pub calls: u32,
     /// Request and response bytes.
     pub bytes: usize,
+    /// `http_request` calls sent.
+    pub http_requests: u32,
 }
 
 /// Largest table a guest may grow to.

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use forge_model::{CapsuleType, ErrorKind, TrustLevel};
 use forge_runtime::{
-    CallOutcome, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse,
-    InMemoryCapsules, LogLevel, PreparedOverlay, Runtime,
+    CallOutcome, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpResponse, InMemoryCapsules,
+    LogLevel, OutboundRequest, PreparedOverlay, Runtime,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,14 +30,15 @@ struct Mirror;
 
 #[async_trait::async_trait]
 impl HttpClient for Mirror {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HostCallError> {
-        if request.url.contains("/missing") {
+    async fn send(&self, request: OutboundRequest) -> Result<HttpResponse, HostCallError> {
+        if request.url.path().starts_with("/missing") {
             return Err(HostCallError::refused(
                 GuestErrorCode::NotFound,
                 format!("nothing at {}", request.url),
             ));
         }
-        let headers = [("x-method".to_string(), request.method.clone())].into_iter().chain(request.headers);
+        let headers =
+            [("x-method".to_string(), request.method.to_owned())].into_iter().chain(request.headers);
         Ok(HttpResponse {
             status: 201,
             headers: headers.collect(),

@@ -206,6 +206,10 @@ text_enum! {
         Unavailable = "unavailable",
         /// This call used up its host calls, or the bytes they may move; later ones fail the same way.
         LimitExceeded = "limit_exceeded",
+        /// `http_request` refused a request inside the manifest's patterns: its name resolved to a
+        /// private, loopback or other special address no pattern names literally, a redirect left
+        /// the patterns or went past 5, the response was too large, or the call sent its quota.
+        NetworkDenied = "network_denied",
         /// SDK-side: the host's answer could not be read. A conforming host never causes it.
         InvalidResponse = "invalid_response",
     }

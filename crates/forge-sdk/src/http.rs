@@ -1,9 +1,20 @@
 //! Outbound HTTP through the host (`forge.http_request`, capability `network:http`).
 //!
-//! The host makes the request, so the overlay never holds a socket: the manifest's capability
-//! constraints (for example an allowed host list) are enforced there, and a URL outside them
-//! is not answered: it ends the call with error kind `capability_denied`, as docs/abi.md says.
-//! Bodies are text.
+//! The host makes the request, so the overlay never holds a socket. The manifest's
+//! `constraints.hosts` are patterns `scheme://host[:port]` (`https://api.example.com`,
+//! `https://*.example.com:443`, `http://10.0.0.0/8:8080`; a bare host means https on 443), checked
+//! by the host as docs/abi.md says:
+//!
+//! - a URL outside them is not answered: it ends the call with error kind `capability_denied`;
+//! - a method other than GET, HEAD, POST, PUT, PATCH, DELETE, or a `Host`, hop-by-hop or `Proxy-*`
+//!   header, is answered [`HostErrorCode::InvalidRequest`](crate::HostErrorCode::InvalidRequest);
+//! - a name resolving to a private, loopback or link-local address that no pattern names
+//!   literally, a redirect outside the patterns (or past 5), a response body over the host's cap
+//!   (1 MiB by default) or more requests than the call may send (16 by default) are answered
+//!   [`HostErrorCode::NetworkDenied`](crate::HostErrorCode::NetworkDenied);
+//! - a connection failure is answered [`HostErrorCode::Unavailable`](crate::HostErrorCode::Unavailable).
+//!
+//! The host follows allowed redirects itself. Bodies are text.
 //!
 //! ```
 //! use forge_sdk::http::Request;
@@ -22,7 +33,7 @@ use std::collections::BTreeMap;
 /// An HTTP request for the host to make.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// `GET`, `POST`, ...
+    /// `GET`, `HEAD`, `POST`, `PUT`, `PATCH` or `DELETE`.
     pub method: String,
     pub url: String,
     #[serde(default)]

@@ -9,6 +9,7 @@
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use forge_model::QuarantinePolicy;
+use forge_model::network::HostPattern;
 use forge_service::ServiceConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -194,6 +195,33 @@ pub struct ServerConfig {
     )]
     pub max_host_call_bytes: usize,
 
+    /// `http_request` calls one invocation may send; later ones are answered `network_denied`.
+    #[arg(
+        long,
+        env = "FORGE_MAX_HTTP_REQUESTS",
+        value_name = "N",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_http_requests
+    )]
+    pub max_http_requests: u32,
+
+    /// Largest `http_request` response body, read as it arrives; a larger one is cut off and
+    /// answered `network_denied`.
+    #[arg(
+        long,
+        env = "FORGE_MAX_HTTP_RESPONSE_BYTES",
+        value_name = "BYTES",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_http_response_bytes
+    )]
+    pub max_http_response_bytes: usize,
+
+    /// The `network:http` targets any manifest may ask for, as host patterns
+    /// (`https://*.example.com:*`, `http://10.0.0.0/8:8080`, `https://*:443`); comma-separated in
+    /// the variable. Default: none, so no overlay may use the network until the operator allows it.
+    ///
+    /// A registration whose patterns are not each inside one of these is refused (422, naming them).
+    #[arg(long, env = "FORGE_HTTP_ALLOWED_HOSTS", value_name = "PATTERN", value_delimiter = ',')]
+    pub http_allowed_hosts: Vec<String>,
+
     /// Database operations of host calls (capsules) running at once, so that guests looping on
     /// them leave the rest of the connection pool to authentication and lifecycle requests.
     #[arg(
@@ -210,7 +238,8 @@ pub struct ServerConfig {
 
     /// Which logs to write, as `tracing` filter directives (`info`, `warn,forge_service=debug`).
     ///
-    /// `info` logs start, shutdown, refused binaries and automatic quarantines; nothing per request.
+    /// `info` logs start, shutdown, refused binaries, automatic quarantines and every outbound
+    /// `http_request` of an overlay; nothing per API request.
     #[arg(long, env = "FORGE_LOG", value_name = "FILTER", default_value = "info")]
     pub log: String,
 
@@ -308,6 +337,10 @@ impl ServerConfig {
                 .then(|| "header_read_timeout_secs must be at least 1".to_owned()),
             (self.failed_auth_per_minute == 0)
                 .then(|| "failed_auth_per_minute must be at least 1".to_owned()),
+            self.http_allowed_hosts
+                .iter()
+                .find_map(|pattern| pattern.parse::<HostPattern>().err().map(|e| (pattern, e)))
+                .map(|(pattern, e)| format!("http_allowed_hosts: `{pattern}` is not a host pattern: {e}")),
             (!(1..=max_instances).contains(&self.max_in_flight))
                 .then(|| format!("max_in_flight must be between 1 and {max_instances}")),
             (self.max_in_flight_per_overlay == 0)
@@ -360,11 +393,14 @@ impl ServerConfig {
             compile_wait: Duration::from_millis(self.compile_wait_ms),
             registrations_per_minute: self.registrations_per_minute,
             host_call_db_operations: self.host_call_db_operations,
+            http_allowed_hosts: self.http_allowed_hosts.iter().filter_map(|p| p.parse().ok()).collect(),
             runtime: forge_runtime::RuntimeConfig {
                 compiled_cache_dir,
                 max_module_bytes: self.max_module_bytes,
                 max_host_calls: self.max_host_calls,
                 max_host_call_bytes: self.max_host_call_bytes,
+                max_http_requests: self.max_http_requests,
+                max_http_response_bytes: self.max_http_response_bytes,
                 ..defaults.runtime.clone()
             },
             ..defaults
@@ -517,6 +553,12 @@ mod tests {
         assert!(weak.contains("admin_token"), "{weak}");
 
         assert!(load(None, &["--database-url", "mysql://x"]).is_err());
+        let err =
+            load(None, &["--http-allowed-hosts", "https://*.example.com,ftp://x"]).unwrap_err().to_string();
+        assert!(err.contains("http_allowed_hosts: `ftp://x`"), "{err}");
+        let allowed =
+            load(None, &["--http-allowed-hosts", "https://*.example.com:*,http://127.0.0.1:*"]).unwrap();
+        assert_eq!(allowed.service_config().http_allowed_hosts.len(), 2);
         assert!(load(Some(&dir.path().join("missing.toml")), &[]).is_err());
 
         for outside in ["9", "10001"] {

@@ -1,6 +1,7 @@
 //! Service settings, each with its default and what it trades.
 
 use forge_model::QuarantinePolicy;
+use forge_model::network::HostPattern;
 use forge_runtime::RuntimeConfig;
 use std::time::Duration;
 
@@ -102,6 +103,16 @@ pub struct ServiceConfig {
     /// lookup; this limit is what bounds the database reads of a client guessing fresh tokens. Clients
     /// behind one proxy address share it; tokens they used recently keep working.
     pub failed_auth_per_minute: u32,
+
+    /// The `network:http` targets any manifest may ask for: a registration whose patterns are not
+    /// each inside one of these is refused, naming them. Default: none (no overlay may use the
+    /// network).
+    ///
+    /// The operator's cap on egress, whoever registers; each pattern a manifest lists must fit in one
+    /// of these (scheme equal, host and ports within). Wider lists let authors reach more without
+    /// asking; the address checks (no private or loopback address unless named literally) hold
+    /// either way.
+    pub http_allowed_hosts: Vec<HostPattern>,
 }
 
 impl Default for ServiceConfig {
@@ -121,6 +132,7 @@ impl Default for ServiceConfig {
             health_batch_window: Duration::from_millis(5),
             token_cache_ttl: Duration::from_secs(5),
             failed_auth_per_minute: 60,
+            http_allowed_hosts: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod capsules;
 mod config;
 mod invoke;
 mod metrics;
+mod outbound;
 mod recorder;
 mod registry;
 mod users;
@@ -20,11 +21,12 @@ pub use access::{Operation, require};
 pub use capsules::CAPSULE_STORE_FAILED;
 pub use config::{ServiceConfig, half_of_physical_memory_mb};
 pub use metrics::ServiceMetrics;
+pub use outbound::{MAX_REDIRECTS, OutboundHttp};
 pub use registry::Registration;
 pub use users::{generate_token, token_hash};
 
 use forge_model::ForgeError;
-use forge_runtime::{HostServices, NoNetwork, Runtime};
+use forge_runtime::{HostServices, Runtime};
 use forge_storage::{BlobStore, Repository};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -65,7 +67,9 @@ impl OverlayService {
     ) -> Result<Self, ForgeError> {
         let capsules =
             Arc::new(capsules::RepositoryCapsules::new(repo.clone(), config.host_call_db_operations));
-        let services = HostServices { capsules, http: Arc::new(NoNetwork) };
+        let metrics = ServiceMetrics::new();
+        let http = Arc::new(OutboundHttp::counted(metrics.http_requests.clone())?);
+        let services = HostServices { capsules, http };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
         let recorder = Arc::new(recorder::HealthRecorder::default());
         let service = OverlayService {
@@ -79,7 +83,7 @@ impl OverlayService {
                 registrations: registry::RegistrationLimiter::new(config.registrations_per_minute),
                 tokens: users::TokenCache::default(),
                 auth_failures: users::AuthFailures::new(config.failed_auth_per_minute),
-                metrics: ServiceMetrics::new(),
+                metrics,
                 recorder,
                 runtime,
                 repo,

@@ -14,6 +14,7 @@ pub struct ServiceMetrics {
     quarantines: IntCounterVec,
     refusals: IntCounterVec,
     token_lookups: IntCounterVec,
+    pub(crate) http_requests: IntCounterVec,
     pub(crate) in_flight: IntGauge,
 }
 
@@ -79,6 +80,14 @@ impl ServiceMetrics {
             &["result"],
         )
         .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "Outbound http_request calls sent for overlays, by overlay and outcome (ok, denied, failed, timeout)",
+            ),
+            &["overlay", "outcome"],
+        )
+        .expect("valid metric");
         let in_flight =
             IntGauge::new("instances_in_flight", "Invocations running now").expect("valid metric");
         for collector in [
@@ -88,6 +97,7 @@ impl ServiceMetrics {
             Box::new(quarantines.clone()),
             Box::new(refusals.clone()),
             Box::new(token_lookups.clone()),
+            Box::new(http_requests.clone()),
             Box::new(in_flight.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
@@ -100,6 +110,7 @@ impl ServiceMetrics {
             quarantines,
             refusals,
             token_lookups,
+            http_requests,
             in_flight,
         }
     }

@@ -181,6 +181,7 @@ impl OverlayService {
         }
         let Registration { manifest, wasm, source_hash } = registration;
         self.inner.runtime.check_module_size(wasm.len())?;
+        self.check_http_hosts(&manifest)?;
         if let Some(hash) = &source_hash
             && (hash.is_empty() || hash.len() > 128 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -254,6 +255,26 @@ impl OverlayService {
 
     /// Runs a module compilation (`work`) on the blocking pool once one of the
     /// `max_concurrent_compilations` turns is free, waiting at most `compile_wait` for it (then 429).
+    /// Refuses a manifest asking for `network:http` targets outside the operator's
+    /// `http_allowed_hosts`, naming each.
+    fn check_http_hosts(&self, manifest: &OverlayManifest) -> Result<(), ForgeError> {
+        let allow_list = &self.inner.config.http_allowed_hosts;
+        let outside: Vec<String> = manifest
+            .http_host_patterns()
+            .iter()
+            .filter(|pattern| !allow_list.iter().any(|allowed| allowed.permits(pattern)))
+            .map(ToString::to_string)
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        Err(ForgeError::validation(format!(
+            "network:http hosts {} are not permitted by this server's http_allowed_hosts",
+            outside.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        ))
+        .with_detail("hosts", json!(outside)))
+    }
+
     pub(crate) async fn compiling<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, ForgeError> + Send + 'static,

@@ -246,7 +246,10 @@ export function capsuleCreate(capsule: NewCapsule): Answer<Capsule> {
   return exchange<NewCapsule, Capsule>(raw_capsule_create, capsule);
 }
 
-/** `http_request` (capability `network:http`, to the hosts the manifest lists). */
+/**
+ * `http_request` (capability `network:http`, to the host patterns the manifest lists; a request
+ * the host refuses inside them is answered `network_denied`, see docs/abi.md).
+ */
 export function httpRequest(request: HttpRequest): Answer<HttpResponse> {
   return exchange<HttpRequest, HttpResponse>(raw_http_request, request);
 }

@@ -53,7 +53,7 @@ struct CreateRequest {
 }
 
 /// A capsule the overlay may not see is answered exactly like a missing one.
-pub(crate) fn read(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+pub(crate) fn read(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
     let trust = context.identity.trust_level;
     Ok(Box::pin(async move {
@@ -65,7 +65,7 @@ pub(crate) fn read(context: &RequestContext<'_>, request: Value) -> Result<Handl
     }))
 }
 
-pub(crate) fn search(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+pub(crate) fn search(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
     let trust = context.identity.trust_level;
     Ok(Box::pin(async move {
@@ -80,7 +80,7 @@ pub(crate) fn search(context: &RequestContext<'_>, request: Value) -> Result<Han
 }
 
 /// The new capsule gets the overlay's trust level and records which overlay made it.
-pub(crate) fn create(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+pub(crate) fn create(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
     let identity = context.identity.clone();
     Ok(Box::pin(async move {

@@ -9,8 +9,9 @@ mod http;
 
 use crate::abi::{self, GuestErrorCode, HostFunction, ModuleInfo};
 use crate::log::LogLevel;
-use crate::state::{Abort, CallState, OverlayIdentity, write_to_guest};
-use forge_model::{CapabilityName, ErrorKind, OverlayManifest};
+use crate::state::{Abort, CallLimits, CallState, HostCallMeter, OverlayIdentity, write_to_guest};
+use forge_model::network::HostPattern;
+use forge_model::{ErrorKind, OverlayManifest};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::future::Future;
@@ -18,7 +19,10 @@ use std::sync::Arc;
 use wasmtime::{Caller, Linker};
 
 pub use capsules::{CapsuleStore, InMemoryCapsules, MAX_SEARCH_LIMIT};
-pub use http::{HttpClient, HttpRequest, HttpResponse, NoNetwork};
+pub use http::{
+    FORBIDDEN_HEADERS, HttpClient, HttpRequest, HttpResponse, METHODS, NoNetwork, OutboundRequest,
+    target_allowed,
+};
 
 /// The backends host functions reach, shared by every call. Their futures run inside the call's
 /// own future, bounded by its deadline.
@@ -39,19 +43,13 @@ impl Default for HostServices {
 /// manifest grants beyond the always-granted functions. Built once, when the overlay is linked.
 pub(crate) struct Grants {
     pub services: HostServices,
-    /// Hosts `http_request` may reach (`constraints.hosts` of `network:http`).
-    pub http_hosts: Vec<String>,
+    /// Where `http_request` may go (`constraints.hosts` of `network:http`), parsed once.
+    pub http_hosts: Arc<[HostPattern]>,
 }
 
 impl Grants {
     pub(crate) fn of(manifest: &OverlayManifest, services: &HostServices) -> Grants {
-        let http_hosts = manifest
-            .capability(CapabilityName::NetworkHttp)
-            .and_then(|c| c.constraints.as_ref())
-            .and_then(|c| c.get("hosts"))
-            .and_then(|hosts| serde_json::from_value::<Vec<String>>(hosts.clone()).ok())
-            .unwrap_or_default();
-        Grants { services: services.clone(), http_hosts }
+        Grants { services: services.clone(), http_hosts: manifest.http_host_patterns().into() }
     }
 }
 
@@ -150,10 +148,13 @@ fn fail(caller: Caller<'_, CallState>, kind: ErrorKind, ptr: i32, len: i32) -> w
 pub(crate) struct RequestContext<'a> {
     pub grants: &'a Grants,
     pub identity: &'a OverlayIdentity,
+    pub limits: &'a CallLimits,
+    pub meter: &'a mut HostCallMeter,
+    pub deadline: std::time::Instant,
 }
 
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, HostCallError>> + Send>>;
-type Handler = fn(&RequestContext<'_>, Value) -> Result<HandlerFuture, Abort>;
+type Handler = fn(&mut RequestContext<'_>, Value) -> Result<HandlerFuture, Abort>;
 
 fn link_request(
     linker: &mut Linker<CallState>,
@@ -190,8 +191,17 @@ async fn respond(
         (Err(refusal), _) => Err(refusal),
         (Ok(()), Err(e)) => Err(HostCallError::invalid_request(e)),
         (Ok(()), Ok(request)) => {
-            let state = caller.data();
-            let future = handler(&RequestContext { grants: &grants, identity: &state.identity }, request)?;
+            let state = caller.data_mut();
+            let future = handler(
+                &mut RequestContext {
+                    grants: &grants,
+                    identity: &state.identity,
+                    limits: &state.limits,
+                    meter: &mut state.host_calls,
+                    deadline: state.deadline,
+                },
+                request,
+            )?;
             let deadline = tokio::time::Instant::from_std(state.deadline);
             let timeout_ms = state.timeout_ms;
             tokio::time::timeout_at(deadline, future).await.map_err(|_| {

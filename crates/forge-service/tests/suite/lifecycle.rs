@@ -4,6 +4,7 @@ use crate::common::*;
 use forge_model::{
     CapabilityName, ErrorCode, LifecycleAction, OverlayFilter, OverlayState, PageRequest, TrustLevel,
 };
+use forge_service::{Registration, ServiceConfig};
 
 pub async fn registration_starts_pending_at_sandbox_trust(env: &Env) {
     let overlay = env.register_example("echo").await;
@@ -36,6 +37,45 @@ pub async fn privileged_capabilities_need_approval(env: &Env) {
         env.service.transition(&operator(), overlay.id, LifecycleAction::Activate, None).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::AuthorizationError);
     env.service.transition(&admin(), overlay.id, LifecycleAction::Activate, None).await.unwrap();
+}
+
+pub async fn network_hosts_need_the_operators_allow_list(env: &Env) {
+    let asking = |version: &str, hosts: &str| {
+        manifest_named(
+            "fetcher",
+            version,
+            &format!(r#"capabilities = [{{ name = "network:http", constraints = {{ hosts = {hosts} }} }}]"#),
+        )
+    };
+    let nothing_allowed =
+        env.register_as(&user(), asking("1.0.0", r#"["api.example.com"]"#), fixture("echo.wasm")).await;
+    let err = nothing_allowed.unwrap_err();
+    assert_eq!((err.code, err.code.http_status()), (ErrorCode::ValidationError, 422));
+    assert!(
+        err.message.contains("`api.example.com`") && err.message.contains("http_allowed_hosts"),
+        "{err:?}"
+    );
+
+    let allow_list = vec!["https://*.example.com:*".parse().unwrap()];
+    let service = env.sibling(ServiceConfig { http_allowed_hosts: allow_list, ..suite_config() });
+    let ursula = user();
+    let register = |manifest| {
+        service.register(
+            &ursula,
+            Registration { manifest, wasm: fixture("echo.wasm").into(), source_hash: None },
+        )
+    };
+    let err = register(asking("1.0.0", r#"["api.example.com", "http://10.0.0.0/8:80"]"#)).await.unwrap_err();
+    assert_eq!(
+        err.details["hosts"],
+        serde_json::json!(["http://10.0.0.0/8:80"]),
+        "only the one outside is named"
+    );
+    let overlay =
+        register(asking("1.0.0", r#"["api.example.com", "https://*.eu.example.com:8443"]"#)).await.unwrap();
+    assert!(overlay.requires_approval, "network:http is privileged");
+    let events = service.events(&admin(), overlay.id, PageRequest::default()).await.unwrap();
+    assert_eq!(events.items[0].details["privileged_capabilities"], serde_json::json!(["network:http"]));
 }
 
 pub async fn duplicate_name_version_is_a_conflict(env: &Env) {

@@ -43,6 +43,7 @@ suite! {
     lifecycle: [
         registration_starts_pending_at_sandbox_trust,
         privileged_capabilities_need_approval,
+        network_hosts_need_the_operators_allow_list,
         duplicate_name_version_is_a_conflict,
         a_name_belongs_to_its_first_registrant_and_admins,
         bad_registrations_leave_nothing_behind,

@@ -27,7 +27,9 @@ fn retry_after(server: &mut ServerProcess, reply: &Reply) -> (u64, String) {
 #[test]
 fn a_module_over_max_module_bytes_is_refused_with_413_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Launch::new(&data_dir(&dir)).arg("--max-module-bytes=4096").start();
+    // A body limit of its own, so that the module cap is what refuses.
+    let mut server =
+        Launch::new(&data_dir(&dir)).arg("--max-module-bytes=4096").arg("--max-body-bytes=1048576").start();
     let admin = server.admin();
     let echo = fixture_bytes("echo.wasm");
     assert!(echo.len() > 4096);

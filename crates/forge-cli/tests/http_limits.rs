@@ -101,7 +101,7 @@ fn a_huge_declared_body_without_a_valid_token_is_refused_unread() {
     .unwrap();
     let answer = read_answer(&mut stream);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("\"payload_too_large\"") && answer.contains("\"limit\""), "{answer}");
+    assert!(answer.contains("\"payload_too_large\"") && answer.contains("\"capsule_body\""), "{answer}");
     server.assert_serving();
 }
 

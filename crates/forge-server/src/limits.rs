@@ -70,17 +70,26 @@ impl BodyBudget {
     }
 }
 
-/// Middleware of a group of routes whose bodies may be at most `limit` bytes (the group also carries
-/// `DefaultBodyLimit::max(limit)`, which cuts off a longer body while it streams): refuses a longer
+/// The body limit of a group of routes: its size, and the name a refusal gives it
+/// (`details.limit`, as the module cap's refusal names `max_module_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    pub max_bytes: usize,
+    pub name: &'static str,
+}
+
+/// Middleware of a group of routes whose bodies may be at most `limit.max_bytes` (the group also
+/// carries `DefaultBodyLimit::max`, which cuts off a longer body while it streams): refuses a longer
 /// declared body before reading it, and holds room in the body budget while the request runs.
-pub async fn bound_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+pub async fn bound_body(State(limit): State<BodyLimit>, request: Request, next: Next) -> Response {
     let app = request.extensions().get::<Arc<AppState>>().cloned();
     let hint = axum::body::HttpBody::size_hint(request.body());
-    if hint.lower() > limit as u64 {
+    let max_bytes = limit.max_bytes as u64;
+    if hint.lower() > max_bytes {
         return refuse_oversized(app, request, hint.lower(), limit).await;
     }
     let Some(app) = app else { return next.run(request).await };
-    let expected = hint.upper().unwrap_or(limit as u64).min(limit as u64);
+    let expected = hint.upper().unwrap_or(max_bytes).min(max_bytes);
     let _room = match expected {
         0 => None,
         bytes => match app.bodies.reserve(bytes).await {

@@ -251,7 +251,7 @@ async fn broken_json_and_wrong_types_get_422_with_the_standard_body() {
         let oversized = "x".repeat(limit + 1);
         let big = api.admin_raw(Method::POST, path, "application/json", &oversized).await;
         let refusal = big.refused(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge);
-        assert_eq!(refusal.details["limit"], limit, "{path}");
+        assert_eq!(refusal.details["max_bytes"], limit, "{path}");
         let at_limit = api.admin_raw(Method::POST, path, "application/json", &oversized[1..]).await;
         at_limit.refused(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationError);
     }

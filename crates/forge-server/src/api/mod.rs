@@ -105,11 +105,15 @@ pub(crate) fn document(http_limits: &HttpLimits) -> bytes::Bytes {
     bytes::Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"))
 }
 
-/// Routes whose bodies may be at most `limit` bytes.
-fn with_body_limit(limit: usize, routes: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+/// Routes whose bodies may be at most `max_bytes`, a limit a refusal calls `name`.
+fn with_body_limit(
+    max_bytes: usize,
+    name: &'static str,
+    routes: OpenApiRouter<Arc<AppState>>,
+) -> OpenApiRouter<Arc<AppState>> {
     routes
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(limit, limits::bound_body))
+        .layer(DefaultBodyLimit::max(max_bytes))
+        .layer(middleware::from_fn_with_state(limits::BodyLimit { max_bytes, name }, limits::bound_body))
 }
 
 /// The routes and the OpenAPI document of the same routes.
@@ -135,10 +139,10 @@ fn routes(http_limits: &HttpLimits) -> (Router<Arc<AppState>>, Document) {
         .routes(routes!(users::enable))
         .routes(routes!(system::openapi));
     let invocation_limit = limits::invocation_body_bytes(http_limits.max_input_bytes);
-    let api = with_body_limit(http_limits.max_body_bytes, registration)
-        .merge(with_body_limit(invocation_limit, invocation))
-        .merge(with_body_limit(limits::CAPSULE_BODY_BYTES, capsules))
-        .merge(with_body_limit(limits::SMALL_BODY_BYTES, small));
+    let api = with_body_limit(http_limits.max_body_bytes, "max_body_bytes", registration)
+        .merge(with_body_limit(invocation_limit, "invocation_body", invocation))
+        .merge(with_body_limit(limits::CAPSULE_BODY_BYTES, "capsule_body", capsules))
+        .merge(with_body_limit(limits::SMALL_BODY_BYTES, "request_body", small));
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::metrics))

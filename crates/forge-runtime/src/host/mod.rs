@@ -110,6 +110,7 @@ pub(crate) fn link(
             HostFunction::CapsuleRead => link_request(linker, name, capsules::read, grants)?,
             HostFunction::CapsuleSearch => link_request(linker, name, capsules::search, grants)?,
             HostFunction::CapsuleCreate => link_request(linker, name, capsules::create, grants)?,
+            HostFunction::CapsuleDelete => link_request(linker, name, capsules::delete, grants)?,
             HostFunction::HttpRequest => link_request(linker, name, http::request, grants)?,
         }
     }

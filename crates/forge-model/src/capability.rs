@@ -59,6 +59,7 @@ impl CapabilityName {
             self,
             CapabilityName::CapsuleWrite
                 | CapabilityName::CapsuleDelete
+                | CapabilityName::FileWrite
                 | CapabilityName::GovernanceVote
                 | CapabilityName::SystemConfig
         )
@@ -113,6 +114,9 @@ mod tests {
     fn privileged_set() {
         let privileged: Vec<&str> =
             CapabilityName::ALL.iter().filter(|c| c.is_privileged()).map(|c| c.as_str()).collect();
-        assert_eq!(privileged, ["capsule:write", "capsule:delete", "governance:vote", "system:config"]);
+        assert_eq!(
+            privileged,
+            ["capsule:write", "capsule:delete", "file:write", "governance:vote", "system:config"]
+        );
     }
 }

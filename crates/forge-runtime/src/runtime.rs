@@ -3,6 +3,7 @@
 use crate::abi;
 use crate::call::{self, CallOutcome, CallPlan};
 use crate::config::RuntimeConfig;
+use crate::files::WriteQuota;
 use crate::host::HostServices;
 use crate::prepared::PreparedOverlay;
 use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity};
@@ -123,8 +124,9 @@ impl Runtime {
         let hash = sha256_hex(wasm);
         let (module, compiled_now) = self.compile(&hash, wasm)?;
         let info = abi::check_module(&module, manifest)?;
+        let mounts = crate::files::resolve(manifest, &self.inner.config.mounts)?;
         let prepared =
-            PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)?;
+            PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services, mounts)?;
         self.remember(hash, &module, compiled_now);
         Ok(prepared)
     }
@@ -169,6 +171,10 @@ impl Runtime {
                 max_log_bytes: config.max_log_bytes,
                 max_host_calls: config.max_host_calls,
                 max_host_call_bytes: config.max_host_call_bytes,
+            },
+            write_quota: WriteQuota {
+                max_bytes: config.max_file_write_bytes,
+                max_files: config.max_files_written,
             },
             identity,
         };

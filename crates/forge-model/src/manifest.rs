@@ -1045,7 +1045,7 @@ mod tests {
         assert_eq!(fields_of(read(json!("docs")).unwrap_err()), [field]);
         let bare = with_files(json!(["file:read"])).unwrap_err();
         assert_eq!(fields_of(bare.clone()), ["capabilities[0]"]);
-        assert!(bare.details.to_string().contains("constraints.mounts"), "{bare:?}");
+        assert!(Value::Object(bare.details.clone()).to_string().contains("constraints.mounts"), "{bare:?}");
         let twice = with_files(json!([
             {"name": "file:read", "constraints": {"mounts": [{"mount": "a", "path": "/x"}]}},
             {"name": "file:write", "constraints": {"mounts": [{"mount": "b", "path": "/x"}]}},

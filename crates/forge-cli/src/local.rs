@@ -1,9 +1,10 @@
-//! Local commands: an overlay on this machine, no server. In-memory capsules, no network.
+//! Local commands: an overlay on this machine, no server. In-memory capsules, no network, file
+//! mounts given with `--mount`.
 
 use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
-use forge_runtime::{HostServices, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
+use forge_runtime::{HostServices, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +24,10 @@ pub struct ModuleArgs {
     /// either; with --wasm alone, defaults apply with `entry_points = [FUNCTION]`, no capabilities.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// A directory for the manifest's `file:read` / `file:write` mounts, as `NAME=DIR` (read-only)
+    /// or `NAME=DIR:rw` (writable); repeat for more. Checked as `serve` checks its mounts.
+    #[arg(long = "mount", value_name = "NAME=DIR[:ro|rw]")]
+    mounts: Vec<Mount>,
 }
 
 #[derive(Args)]
@@ -82,7 +87,15 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
     let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
-    let runtime = Runtime::new(RuntimeConfig::default(), HostServices::default())?;
+    if let Some(mount) = module.mounts.iter().find(|m| !m.dir.is_dir()) {
+        return Err(ForgeError::validation(format!(
+            "mount `{}`: {} is not a directory",
+            mount.name,
+            mount.dir.display()
+        )));
+    }
+    let config = RuntimeConfig { mounts: module.mounts.clone(), ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config, HostServices::default())?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =
         OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };

@@ -4,7 +4,9 @@
 use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
-use forge_runtime::{HostServices, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig};
+use forge_runtime::{
+    HostServices, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
+};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -158,8 +158,19 @@ fn run_reaches_the_mounts_given_with_the_same_checks_as_serve() {
     let docs_mount = format!("docs={}", docs.display());
     let run = |notes_mount: &str, function: &str, args: &str| {
         forge(&[
-            "run", "--wasm", &wasm, "--manifest", &manifest, "--mount", &docs_mount, "--mount", notes_mount,
-            "--function", function, "--args", args,
+            "run",
+            "--wasm",
+            &wasm,
+            "--manifest",
+            &manifest,
+            "--mount",
+            &docs_mount,
+            "--mount",
+            notes_mount,
+            "--function",
+            function,
+            "--args",
+            args,
         ])
     };
     let writable = format!("notes={}:rw", notes.display());
@@ -175,5 +186,7 @@ fn run_reaches_the_mounts_given_with_the_same_checks_as_serve() {
     assert!(String::from_utf8_lossy(&read_only.stderr).contains("mount `notes`, which is read-only"));
     let missing = forge(&["run", "--wasm", &wasm, "--manifest", &manifest, "--function", "read_file"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("mount `docs`, which this host does not define"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("mount `docs`, which this host does not define")
+    );
 }

@@ -25,10 +25,12 @@ fn an_overlay_reads_a_mount_and_writes_another_through_the_api() {
         admin.register(fixture_text("file-notes.toml"), fixture_bytes("file-notes.wasm"), None).unwrap();
     assert!(notes_overlay.requires_approval, "file:write needs an admin's approval");
     admin.transition(notes_overlay.id, LifecycleAction::Activate, None).unwrap();
-    let read = admin.invoke(notes_overlay.id, &call("read_file", json!({"path": "/docs/guide.txt"}))).unwrap();
+    let read =
+        admin.invoke(notes_overlay.id, &call("read_file", json!({"path": "/docs/guide.txt"}))).unwrap();
     assert!(read.success, "{read:?}");
     assert_eq!(read.result.unwrap()["ok"], "served from a mount");
-    let escape = admin.invoke(notes_overlay.id, &call("read_file", json!({"path": "/docs/../notes"}))).unwrap();
+    let escape =
+        admin.invoke(notes_overlay.id, &call("read_file", json!({"path": "/docs/../notes"}))).unwrap();
     assert!(escape.result.unwrap()["error"].is_string(), "no way out of the mount");
     let files = json!({"files": [{"path": "/out/summary.txt", "content": "one guide"}]});
     let written = admin.invoke(notes_overlay.id, &call("write_files", files)).unwrap();
@@ -38,11 +40,18 @@ fn an_overlay_reads_a_mount_and_writes_another_through_the_api() {
     // A manifest naming a mount this server does not define, or writing to a read-only one: 422.
     let toml = fixture_text("file-notes.toml").replace("name = \"file-notes\"", "name = \"file-notes-2\"");
     let unknown = toml.replace("mount = \"notes\"", "mount = \"home\"");
-    let error = refusal(admin.register(unknown, fixture_bytes("file-notes.wasm"), None), 422, ErrorCode::ValidationError);
+    let error = refusal(
+        admin.register(unknown, fixture_bytes("file-notes.wasm"), None),
+        422,
+        ErrorCode::ValidationError,
+    );
     assert!(error.message.contains("mount `home`, which this host does not define"), "{error:?}");
     let read_only = toml.replace("mount = \"notes\"", "mount = \"docs\"");
-    let error =
-        refusal(admin.register(read_only, fixture_bytes("file-notes.wasm"), None), 422, ErrorCode::ValidationError);
+    let error = refusal(
+        admin.register(read_only, fixture_bytes("file-notes.wasm"), None),
+        422,
+        ErrorCode::ValidationError,
+    );
     assert!(error.message.contains("mount `docs`, which is read-only"), "{error:?}");
 }
 
@@ -93,7 +102,9 @@ fn an_overlay_deletes_only_capsules_its_trust_reaches_and_the_audit_trail_says_s
     assert_eq!(delete(low.id)["ok"]["deleted"], low.id.to_string());
     refusal(admin.capsule(low.id), 404, ErrorCode::NotFound);
 
-    admin.set_trust_level(cleaner.id, &TrustLevelBody { trust_level: TrustLevel::Standard, reason: None }).unwrap();
+    admin
+        .set_trust_level(cleaner.id, &TrustLevelBody { trust_level: TrustLevel::Standard, reason: None })
+        .unwrap();
     assert_eq!(delete(high.id)["ok"]["deleted"], high.id.to_string());
 
     let events = admin.events(cleaner.id, PageQuery::default()).unwrap().data;

@@ -229,7 +229,8 @@ impl OverlayManifest {
     pub fn mount_grants(&self) -> Vec<MountGrant> {
         let grants = |name: CapabilityName, write: bool| {
             let mounts = self.capability(name).and_then(|c| c.constraints.as_ref()?.get("mounts").cloned());
-            let mounts: Vec<MountRef> = mounts.and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
+            let mounts: Vec<MountRef> =
+                mounts.and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
             mounts.into_iter().map(move |m| MountGrant { mount: m.mount, path: m.path, write })
         };
         grants(CapabilityName::FileRead, false).chain(grants(CapabilityName::FileWrite, true)).collect()
@@ -270,9 +271,9 @@ pub fn is_valid_mount_name(name: &str) -> bool {
 pub fn is_valid_guest_path(path: &str) -> bool {
     path.len() <= limits::GUEST_PATH_MAX_CHARS
         && !path.contains(['\0', '\\'])
-        && path.strip_prefix('/').is_some_and(|rest| {
-            rest.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-        })
+        && path
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(|part| !part.is_empty() && part != "." && part != ".."))
 }
 
 /// The fields of a stored manifest, read without checks; a missing optional field takes its
@@ -1001,7 +1002,9 @@ mod tests {
     }
 
     fn with_files(capabilities: Value) -> Result<OverlayManifest, ForgeError> {
-        OverlayManifest::from_value(json!({"name": "files", "version": "1.0.0", "capabilities": capabilities}))
+        OverlayManifest::from_value(
+            json!({"name": "files", "version": "1.0.0", "capabilities": capabilities}),
+        )
     }
 
     #[test]
@@ -1030,7 +1033,8 @@ mod tests {
     #[test]
     fn file_mounts_are_refused_naming_what_is_wrong() {
         let field = "capabilities[0].constraints.mounts";
-        let read = |mounts: Value| with_files(json!([{"name": "file:read", "constraints": {"mounts": mounts}}]));
+        let read =
+            |mounts: Value| with_files(json!([{"name": "file:read", "constraints": {"mounts": mounts}}]));
         for bad_path in ["docs", "/", "/docs/../etc", "/./docs", "/docs//x", "/a\\b", "/docs/"] {
             let err = read(json!([{"mount": "docs", "path": bad_path}])).unwrap_err();
             assert_eq!(fields_of(err), [format!("{field}[0].path")], "{bad_path}");

@@ -86,7 +86,11 @@ impl CallFiles {
         for mount in mounted {
             if mount.write {
                 let staging = tempfile::Builder::new().prefix("forge-staging-").tempdir()?;
-                files.preopens.push((staging.path().to_owned(), mount.guest_path.clone(), FsPerms::ReadWrite));
+                files.preopens.push((
+                    staging.path().to_owned(),
+                    mount.guest_path.clone(),
+                    FsPerms::ReadWrite,
+                ));
                 files.staged.push((staging, mount.host_dir.clone()));
             } else {
                 files.preopens.push((mount.host_dir.clone(), mount.guest_path.clone(), FsPerms::ReadOnly));

@@ -41,7 +41,8 @@ impl Dirs {
             Mount { name: "docs".into(), dir: self.path("docs"), writable: false },
             Mount { name: "notes".into(), dir: self.path("notes"), writable: true },
         ];
-        let config = RuntimeConfig { mounts, max_file_write_bytes, max_files_written, ..RuntimeConfig::default() };
+        let config =
+            RuntimeConfig { mounts, max_file_write_bytes, max_files_written, ..RuntimeConfig::default() };
         Runtime::new(config, HostServices::default()).unwrap()
     }
 }
@@ -79,7 +80,10 @@ fn a_mount_is_read_with_std_fs() {
     let rt = dirs.runtime(1 << 20, 16);
     let (manifest, wasm) = file_notes();
     let prepared = rt.prepare(&manifest, &wasm).unwrap();
-    assert_eq!(answer(run(&rt, &prepared, "read_file", json!({"path": "/docs/a.txt"}))), json!({"ok": "hello docs"}));
+    assert_eq!(
+        answer(run(&rt, &prepared, "read_file", json!({"path": "/docs/a.txt"}))),
+        json!({"ok": "hello docs"})
+    );
     let listed = answer(run(&rt, &prepared, "list_dir", json!({"path": "/docs"})));
     assert_eq!(listed, json!({"ok": ["a.txt", "escape", "up"]}));
 }
@@ -104,7 +108,8 @@ fn no_escape_by_dot_dot_absolute_paths_or_symlinks() {
         assert!(answer["error"].is_string(), "{path} must be refused: {answer}");
         assert!(!answer.to_string().contains("top secret"), "{path}");
     }
-    let escaping_write = answer(run(&rt, &prepared, "write_files", write(&[("/out/../outside/planted.txt", "x")])));
+    let escaping_write =
+        answer(run(&rt, &prepared, "write_files", write(&[("/out/../outside/planted.txt", "x")])));
     assert!(escaping_write["error"].is_string(), "{escaping_write}");
     assert!(!dirs.path("outside/planted.txt").exists());
 }
@@ -135,10 +140,18 @@ fn registration_refuses_unknown_mounts_and_writes_to_read_only_ones() {
     let unknown = with_grant("file:read", "home", "/h");
     let err = rt.prepare(&unknown, &wasm).err().unwrap();
     assert_eq!(err.code, ErrorCode::ValidationError);
-    assert!(Value::Object(err.details.clone()).to_string().contains("mount `home`, which this host does not define"), "{err:?}");
+    assert!(
+        Value::Object(err.details.clone())
+            .to_string()
+            .contains("mount `home`, which this host does not define"),
+        "{err:?}"
+    );
     let write_ro = with_grant("file:write", "docs", "/d");
     let err = rt.prepare(&write_ro, &wasm).err().unwrap();
-    assert!(Value::Object(err.details.clone()).to_string().contains("mount `docs`, which is read-only"), "{err:?}");
+    assert!(
+        Value::Object(err.details.clone()).to_string().contains("mount `docs`, which is read-only"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -168,7 +181,8 @@ fn quotas_fail_the_call_and_keep_nothing() {
     let too_big = run(&rt, &prepared, "write_files", write(&[("/out/big.txt", &big)]));
     assert_eq!(too_big.error_kind, Some(ErrorKind::OverlayError));
     assert!(too_big.error.unwrap().contains("max_file_write_bytes"));
-    let too_many = run(&rt, &prepared, "write_files", write(&[("/out/a", "1"), ("/out/b", "2"), ("/out/c", "3")]));
+    let too_many =
+        run(&rt, &prepared, "write_files", write(&[("/out/a", "1"), ("/out/b", "2"), ("/out/c", "3")]));
     assert_eq!(too_many.error_kind, Some(ErrorKind::OverlayError));
     assert!(too_many.error.unwrap().contains("max_files_written"));
     assert_eq!(entries(&dirs.path("notes")), Vec::<String>::new(), "nothing of either call was kept");

@@ -117,8 +117,13 @@ fn capsule_delete_removes_only_what_the_overlay_can_see() {
     let all = store.all();
     let (standard, core) = (&all[1], &all[2]);
     let delete = |id: &uuid::Uuid| {
-        let outcome =
-            call_as(services(store.clone()), "capsule_delete", DELETE, TrustLevel::Standard, json!({"id": id}));
+        let outcome = call_as(
+            services(store.clone()),
+            "capsule_delete",
+            DELETE,
+            TrustLevel::Standard,
+            json!({"id": id}),
+        );
         outcome.result.result.unwrap()
     };
     let hidden = delete(&core.id);

@@ -587,13 +587,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let docs = dir.path().join("docs");
         std::fs::create_dir(&docs).unwrap();
-        let flags = load(None, &["--mount", &format!("docs={}", docs.display()), "--mount", "out=.:rw"]).unwrap();
+        let flags =
+            load(None, &["--mount", &format!("docs={}", docs.display()), "--mount", "out=.:rw"]).unwrap();
         let mounts = flags.service_config().runtime.mounts;
-        assert_eq!(mounts.iter().map(|m| (m.name.as_str(), m.writable)).collect::<Vec<_>>(), [("docs", false), ("out", true)]);
+        assert_eq!(
+            mounts.iter().map(|m| (m.name.as_str(), m.writable)).collect::<Vec<_>>(),
+            [("docs", false), ("out", true)]
+        );
         assert_eq!(mounts[1].dir, cwd(), "relative directories become absolute");
 
         let file = dir.path().join("forge.toml");
-        let toml = format!("mounts = [{{ name = \"docs\", dir = \"{}\", writable = true }}]\n", docs.display());
+        let toml =
+            format!("mounts = [{{ name = \"docs\", dir = \"{}\", writable = true }}]\n", docs.display());
         std::fs::write(&file, toml).unwrap();
         assert!(load(Some(&file), &[]).unwrap().mounts[0].writable);
 

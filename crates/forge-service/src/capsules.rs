@@ -7,8 +7,8 @@ use forge_model::{
 };
 use forge_runtime::MAX_SEARCH_LIMIT;
 use forge_runtime::{CapsuleStore, HostCallError, OverlayIdentity};
-use serde_json::json;
 use forge_storage::{Repository, StorageError};
+use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;

@@ -50,9 +50,10 @@ fn read_file(args: ReadArgs) -> Result<Answer<String>, forge_sdk::Error> {
 
 /// Answers the bytes written.
 fn write_files(args: WriteArgs) -> Result<Answer<usize>, forge_sdk::Error> {
-    let written = args.files.iter().try_fold(0, |total, file| {
-        fs::write(&file.path, &file.content).map(|()| total + file.content.len())
-    });
+    let written = args
+        .files
+        .iter()
+        .try_fold(0, |total, file| fs::write(&file.path, &file.content).map(|()| total + file.content.len()));
     Ok(written.into())
 }
 

@@ -48,7 +48,7 @@ pub struct RuntimeConfig {
     pub max_log_bytes: usize,
 
     /// Request / response host function calls (`capsule_read`, `capsule_search`, `capsule_create`,
-    /// `http_request`) one call may make. Default: 1000.
+    /// `capsule_delete`, `http_request`) one call may make. Default: 1000.
     ///
     /// Each costs the host a database query or a request; past the limit the guest is answered
     /// `limit_exceeded` without any work done (docs/abi.md), so a guest looping on them costs at most

@@ -1,7 +1,7 @@
 //! One invocation: a fresh store and instance, the ABI's calling sequence, and the classification of
 //! everything that can go wrong into an [`OverlayResult`].
 
-use crate::files::{CallFiles, WriteQuota};
+use crate::files::CallFiles;
 use crate::log::{CallLog, SharedLog};
 use crate::prepared::PreparedOverlay;
 use crate::state::{Abort, CallLimits, CallState, OverlayIdentity, write_to_guest};
@@ -25,7 +25,6 @@ pub(crate) struct CallPlan<'a> {
     pub input: &'a [u8],
     pub timeout_ms: u32,
     pub limits: CallLimits,
-    pub write_quota: WriteQuota,
     pub identity: &'a OverlayIdentity,
 }
 
@@ -83,7 +82,7 @@ pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOu
     drop(store);
     // What a successful call wrote is kept only now; a failed call's writes are dropped.
     let outcome = match outcome {
-        Ok(Ok(result)) => Ok(files.commit(plan.write_quota).map(|()| result)),
+        Ok(Ok(result)) => Ok(files.commit(plan.limits.write_quota).map(|()| result)),
         other => other,
     };
     let elapsed_ms = elapsed_ms();

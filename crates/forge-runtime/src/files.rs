@@ -10,20 +10,12 @@
 //! refused by WASI's capability-based path resolution (each preopen is its own root).
 
 use crate::config::Mount;
-use crate::state::Abort;
+use crate::state::{Abort, WriteQuota};
 use forge_model::{ErrorKind, FieldError, ForgeError, OverlayManifest};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use wasmtime_wasi::FsPerms;
-
-/// The most one call may write into file mounts; past either, the call fails and nothing it
-/// wrote is kept.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WriteQuota {
-    pub max_bytes: u64,
-    pub max_files: u32,
-}
 
 /// A mount as one overlay sees it: where it lives on the host, and where the guest finds it.
 #[derive(Debug, Clone)]

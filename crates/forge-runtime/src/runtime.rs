@@ -3,10 +3,9 @@
 use crate::abi;
 use crate::call::{self, CallOutcome, CallPlan};
 use crate::config::RuntimeConfig;
-use crate::files::WriteQuota;
 use crate::host::HostServices;
 use crate::prepared::PreparedOverlay;
-use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity};
+use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity, WriteQuota};
 use forge_model::{ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
@@ -171,10 +170,10 @@ impl Runtime {
                 max_log_bytes: config.max_log_bytes,
                 max_host_calls: config.max_host_calls,
                 max_host_call_bytes: config.max_host_call_bytes,
-            },
-            write_quota: WriteQuota {
-                max_bytes: config.max_file_write_bytes,
-                max_files: config.max_files_written,
+                write_quota: WriteQuota {
+                    max_bytes: config.max_file_write_bytes,
+                    max_files: config.max_files_written,
+                },
             },
             identity,
         };

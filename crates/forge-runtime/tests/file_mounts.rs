@@ -172,23 +172,47 @@ fn writes_land_whole_when_the_call_succeeds() {
 }
 
 #[test]
-fn quotas_fail_the_call_and_keep_nothing() {
+fn writes_past_the_quotas_are_refused_as_they_happen() {
     let dirs = Dirs::new();
     let rt = dirs.runtime(100, 2);
     let (manifest, wasm) = file_notes();
     let prepared = rt.prepare(&manifest, &wasm).unwrap();
     let big = "x".repeat(101);
-    let too_big = run(&rt, &prepared, "write_files", write(&[("/out/big.txt", &big)]));
-    assert_eq!(too_big.error_kind, Some(ErrorKind::OverlayError));
-    assert!(too_big.error.unwrap().contains("max_file_write_bytes"));
-    let too_many =
-        run(&rt, &prepared, "write_files", write(&[("/out/a", "1"), ("/out/b", "2"), ("/out/c", "3")]));
-    assert_eq!(too_many.error_kind, Some(ErrorKind::OverlayError));
-    assert!(too_many.error.unwrap().contains("max_files_written"));
-    assert_eq!(entries(&dirs.path("notes")), Vec::<String>::new(), "nothing of either call was kept");
-    let within = run(&rt, &prepared, "write_files", write(&[("/out/a", "1"), ("/out/b", "2")]));
-    assert!(within.success, "{within:?}");
-    assert_eq!(entries(&dirs.path("notes")), ["a", "b"]);
+    let too_big = answer(run(&rt, &prepared, "write_files", write(&[("/out/big.txt", &big)])));
+    assert!(too_big["error"].as_str().unwrap().to_lowercase().contains("quota"), "{too_big}");
+    let kept = fs::read(dirs.path("notes/big.txt")).unwrap();
+    assert!(kept.is_empty(), "the file was created within the quota, but not a byte of it was written");
+    fs::remove_file(dirs.path("notes/big.txt")).unwrap();
+
+    let files = [("/out/a", "1"), ("/out/b", "2"), ("/out/c", "3")];
+    let too_many = answer(run(&rt, &prepared, "write_files", write(&files)));
+    assert!(too_many["error"].as_str().unwrap().to_lowercase().contains("quota"), "{too_many}");
+    assert_eq!(entries(&dirs.path("notes")), ["a", "b"], "the files within the quota are kept");
+}
+
+#[test]
+fn a_call_past_the_quota_by_other_means_fails_and_keeps_nothing() {
+    let dirs = Dirs::new();
+    let rt = dirs.runtime(100, 2);
+    // Creates /out/big (the first preopen is descriptor 3) and grows it to 1000 bytes without
+    // writing a byte: only the check at the end of the call sees it.
+    let grower = guest(
+        r#"(import "wasi_snapshot_preview1" "path_open"
+             (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $set_size (param i32 i64) (result i32)))"#,
+        r#"(data (i32.const 16) "big")
+           (func (export "process") (param i32 i32) (result i64)
+             (drop (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 3) (i32.const 1)
+                               (i64.const 0x1fffffff) (i64.const 0) (i32.const 0) (i32.const 64)))
+             (drop (call $set_size (i32.load (i32.const 64)) (i64.const 1000)))
+             (call $pack (i32.const 0) (i32.const 0)))"#,
+    );
+    let grant = r#"capabilities = [{ name = "file:write", constraints = { mounts = [{ mount = "notes", path = "/out" }] } }]"#;
+    let prepared = rt.prepare(&manifest(grant), &grower).unwrap();
+    let failed = run(&rt, &prepared, "process", json!({}));
+    assert_eq!(failed.error_kind, Some(ErrorKind::OverlayError), "{failed:?}");
+    assert!(failed.error.unwrap().contains("max_file_write_bytes"));
+    assert_eq!(entries(&dirs.path("notes")), [] as [&str; 0]);
 }
 
 fn entries(dir: &Path) -> Vec<String> {

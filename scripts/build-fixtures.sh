@@ -5,6 +5,7 @@
 #   fixtures/wasm/<overlay name>.wasm     built for wasm32-unknown-unknown with the `wasm` profile
 #   fixtures/wasm/<overlay name>.toml     the example's overlay.toml
 #   fixtures/wasm/text-stats-wasip1.wasm  text-stats built for wasm32-wasip1 (a WASI reactor)
+#   fixtures/wasm/file-notes.wasm         file-notes, built for wasm32-wasip1 only (it uses std::fs)
 #
 # then scripts/build-sdk-fixtures.sh builds the C and AssemblyScript examples the same way.
 #
@@ -23,6 +24,8 @@ out="$repo/fixtures/wasm"
 # package directory under examples/ = overlay name; the cdylib file is the package's lib name.
 examples=(echo text-stats capsule-insight count-vowels fetch-json)
 wasi_examples=(text-stats)
+# Examples that only make sense on WASI: their fixture is the wasm32-wasip1 build.
+wasi_only_examples=(file-notes)
 
 ensure_target() {
     if ! rustup target list --installed | grep -qx "$1"; then
@@ -66,7 +69,7 @@ copy() { # target, example, destination file name without extension
 
 mkdir -p "$out"
 build wasm32-unknown-unknown "${examples[@]}"
-build wasm32-wasip1 "${wasi_examples[@]}"
+build wasm32-wasip1 "${wasi_examples[@]}" "${wasi_only_examples[@]}"
 
 echo "fixtures in ${out#"$repo"/}:"
 for example in "${examples[@]}"; do
@@ -78,6 +81,12 @@ for example in "${examples[@]}"; do
 done
 for example in "${wasi_examples[@]}"; do
     copy wasm32-wasip1 "$example" "$(overlay_name "examples/$example/overlay.toml")-wasip1"
+done
+for example in "${wasi_only_examples[@]}"; do
+    manifest="examples/$example/overlay.toml"
+    name="$(overlay_name "$manifest")"
+    copy wasm32-wasip1 "$example" "$name"
+    install -m 0644 "$manifest" "$out/$name.toml"
 done
 
 # The C and AssemblyScript SDKs' examples and test guests.

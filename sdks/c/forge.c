@@ -15,6 +15,7 @@ FORGE_IMPORT(reject_input) void forge_raw_reject_input(const char *ptr, int32_t 
 FORGE_IMPORT(capsule_read) int64_t forge_raw_capsule_read(const char *ptr, int32_t len);
 FORGE_IMPORT(capsule_search) int64_t forge_raw_capsule_search(const char *ptr, int32_t len);
 FORGE_IMPORT(capsule_create) int64_t forge_raw_capsule_create(const char *ptr, int32_t len);
+FORGE_IMPORT(capsule_delete) int64_t forge_raw_capsule_delete(const char *ptr, int32_t len);
 FORGE_IMPORT(http_request) int64_t forge_raw_http_request(const char *ptr, int32_t len);
 
 __attribute__((export_name("forge_alloc"))) int32_t forge_alloc(int32_t size) {
@@ -105,6 +106,12 @@ cJSON *forge_capsule_create(const char *content, const char *type, cJSON *metada
     cJSON_AddStringToObject(request, "type", type);
     cJSON_AddItemToObject(request, "metadata", metadata ? metadata : cJSON_CreateObject());
     return exchange(forge_raw_capsule_create, request, error);
+}
+
+cJSON *forge_capsule_delete(const char *id, forge_host_error *error) {
+    cJSON *request = cJSON_CreateObject();
+    cJSON_AddStringToObject(request, "id", id);
+    return exchange(forge_raw_capsule_delete, request, error);
 }
 
 cJSON *forge_http_request(const char *method, const char *url, cJSON *headers, const char *body,

@@ -89,6 +89,11 @@ cJSON *forge_capsule_search(const char *query, int limit, forge_host_error *erro
 cJSON *forge_capsule_create(const char *content, const char *type, cJSON *metadata,
                             forge_host_error *error);
 /*
+ * `capsule_delete` (capsule:delete, privileged): `{"deleted": id}`. A capsule above the overlay's
+ * trust level is left alone and answers `not_found`, exactly like a missing one.
+ */
+cJSON *forge_capsule_delete(const char *id, forge_host_error *error);
+/*
  * `http_request` (network:http, to the manifest's host patterns; see docs/abi.md): `{"status", "headers", "body"}`.
  * `headers` (an object of strings, or NULL) is taken over; `body` may be NULL.
  */

@@ -1,13 +1,14 @@
 //! Local commands: an overlay on this machine, no server. In-memory capsules; `http_request` through
 //! the server's own client and checks (the manifest's patterns, private and loopback addresses
 //! only when a pattern names them literally), so an author can try `network:http` before
-//! registering.
+//! registering; file mounts given with `--mount`.
 
 use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
 use forge_runtime::{
-    HostServices, InMemoryCapsules, LogLevel, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
+    HostServices, InMemoryCapsules, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime,
+    RuntimeConfig,
 };
 use forge_service::OutboundHttp;
 use serde_json::{Map, Value};
@@ -29,6 +30,10 @@ pub struct ModuleArgs {
     /// either; with --wasm alone, defaults apply with `entry_points = [FUNCTION]`, no capabilities.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// A directory for the manifest's `file:read` / `file:write` mounts, as `NAME=DIR` (read-only)
+    /// or `NAME=DIR:rw` (writable); repeat for more. Checked as `serve` checks its mounts.
+    #[arg(long = "mount", value_name = "NAME=DIR[:ro|rw]")]
+    mounts: Vec<Mount>,
 }
 
 #[derive(Args)]
@@ -88,11 +93,19 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
     let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
     let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
+    if let Some(mount) = module.mounts.iter().find(|m| !m.dir.is_dir()) {
+        return Err(ForgeError::validation(format!(
+            "mount `{}`: {} is not a directory",
+            mount.name,
+            mount.dir.display()
+        )));
+    }
     let services = HostServices {
         capsules: Arc::new(InMemoryCapsules::default()),
         http: Arc::new(OutboundHttp::new()?),
     };
-    let runtime = Runtime::new(RuntimeConfig::default(), services)?;
+    let config = RuntimeConfig { mounts: module.mounts.clone(), ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config, services)?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =
         OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };

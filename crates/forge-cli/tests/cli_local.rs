@@ -146,3 +146,47 @@ fn bench_prints_one_json_line_of_figures() {
     }
     assert!(report["p50_us"].as_f64() <= report["p99_us"].as_f64());
 }
+
+#[test]
+fn run_reaches_the_mounts_given_with_the_same_checks_as_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docs, notes) = (dir.path().join("docs"), dir.path().join("notes"));
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(docs.join("a.txt"), "local docs").unwrap();
+    let (wasm, manifest) = (fixture("file-notes.wasm"), fixture("file-notes.toml"));
+    let docs_mount = format!("docs={}", docs.display());
+    let run = |notes_mount: &str, function: &str, args: &str| {
+        forge(&[
+            "run",
+            "--wasm",
+            &wasm,
+            "--manifest",
+            &manifest,
+            "--mount",
+            &docs_mount,
+            "--mount",
+            notes_mount,
+            "--function",
+            function,
+            "--args",
+            args,
+        ])
+    };
+    let writable = format!("notes={}:rw", notes.display());
+    let read = run(&writable, "read_file", r#"{"path": "/docs/a.txt"}"#);
+    assert_eq!(read.status.code(), Some(0), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(stdout_json(&read)["result"]["ok"], "local docs");
+    let written = run(&writable, "write_files", r#"{"files": [{"path": "/out/s.txt", "content": "hi"}]}"#);
+    assert_eq!(written.status.code(), Some(0), "{}", String::from_utf8_lossy(&written.stderr));
+    assert_eq!(std::fs::read_to_string(notes.join("s.txt")).unwrap(), "hi");
+
+    let read_only = run(&format!("notes={}:ro", notes.display()), "read_file", "{}");
+    assert_eq!(read_only.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&read_only.stderr).contains("mount `notes`, which is read-only"));
+    let missing = forge(&["run", "--wasm", &wasm, "--manifest", &manifest, "--function", "read_file"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("mount `docs`, which this host does not define")
+    );
+}

@@ -39,6 +39,9 @@ pub enum AuditAction {
     ProbationFailed,
     SetTrustLevel,
     Delete,
+    /// The overlay deleted a capsule through `capsule_delete`; `details` name the capsule, and the
+    /// actor is the overlay itself.
+    DeleteCapsule,
 }
 
 wire_names!(AuditAction, "audit action");

@@ -60,6 +60,7 @@ impl CapabilityName {
             CapabilityName::CapsuleWrite
                 | CapabilityName::CapsuleDelete
                 | CapabilityName::NetworkHttp
+                | CapabilityName::FileWrite
                 | CapabilityName::GovernanceVote
                 | CapabilityName::SystemConfig
         )
@@ -116,7 +117,7 @@ mod tests {
             CapabilityName::ALL.iter().filter(|c| c.is_privileged()).map(|c| c.as_str()).collect();
         assert_eq!(
             privileged,
-            ["capsule:write", "capsule:delete", "network:http", "governance:vote", "system:config"]
+            ["capsule:write", "capsule:delete", "network:http", "file:write", "governance:vote", "system:config"]
         );
     }
 }

@@ -23,7 +23,7 @@ pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
 pub use error::{ErrorCode, FieldError, ForgeError, abbreviated};
 pub use invocation::{Blame, ErrorKind, OverlayInvocation, OverlayResult};
-pub use manifest::{BuildSpec, OverlayManifest};
+pub use manifest::{BuildSpec, MountGrant, OverlayManifest};
 pub use overlay::{
     HealthReport, LatencyHistogram, Overlay, OverlayFilter, OverlayHealth, Page, PageRequest,
     QuarantinePolicy, RecentCalls,

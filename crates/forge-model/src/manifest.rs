@@ -23,6 +23,10 @@ pub mod limits {
     pub const ENTRY_POINTS_MAX: usize = 64;
     /// Most hosts a `network:http` capability may list.
     pub const HTTP_HOSTS_MAX: usize = 64;
+    /// Most mounts one `file:read` or `file:write` capability may name.
+    pub const FILE_MOUNTS_MAX: usize = 16;
+    /// Longest guest path a mount appears at.
+    pub const GUEST_PATH_MAX_CHARS: usize = 255;
     /// Longest `[build].command`.
     pub const BUILD_COMMAND_MAX_CHARS: usize = 1000;
     /// Longest `[build].wasm` path.
@@ -234,10 +238,55 @@ impl OverlayManifest {
             .collect()
     }
 
+    /// The operator mounts its `file:read` / `file:write` capabilities name, in manifest order.
+    pub fn mount_grants(&self) -> Vec<MountGrant> {
+        let grants = |name: CapabilityName, write: bool| {
+            let mounts = self.capability(name).and_then(|c| c.constraints.as_ref()?.get("mounts").cloned());
+            let mounts: Vec<MountRef> =
+                mounts.and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
+            mounts.into_iter().map(move |m| MountGrant { mount: m.mount, path: m.path, write })
+        };
+        grants(CapabilityName::FileRead, false).chain(grants(CapabilityName::FileWrite, true)).collect()
+    }
+
     /// Privileged capabilities this manifest requests (those need admin approval).
     pub fn privileged_capabilities(&self) -> Vec<CapabilityName> {
         self.capabilities.iter().map(|c| c.name).filter(|c| c.is_privileged()).collect()
     }
+}
+
+/// An operator mount a `file:read` (`write: false`) or `file:write` (`write: true`) capability names,
+/// and the absolute guest path it appears at. Manifests never name host paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountGrant {
+    pub mount: String,
+    pub path: String,
+    pub write: bool,
+}
+
+/// One entry of `constraints.mounts`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountRef {
+    mount: String,
+    path: String,
+}
+
+/// A mount name, as the operator defines it and manifests name it: `^[a-z0-9][a-z0-9_-]{0,63}$`.
+pub fn is_valid_mount_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with(['-', '_'])
+}
+
+/// An absolute guest path without `.`, `..` or empty components (`/docs`, `/data/in`), not `/`
+/// itself, at most [`limits::GUEST_PATH_MAX_CHARS`] characters, without NUL or backslash.
+pub fn is_valid_guest_path(path: &str) -> bool {
+    path.len() <= limits::GUEST_PATH_MAX_CHARS
+        && !path.contains(['\0', '\\'])
+        && path
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(|part| !part.is_empty() && part != "." && part != ".."))
 }
 
 /// The fields of a stored manifest, read without checks; a missing optional field takes its
@@ -469,13 +518,41 @@ fn check_capabilities(value: Option<Value>, errors: &mut Vec<FieldError>) -> Vec
             Ok(name) => {
                 if let Some(constraints) = &constraints {
                     check_constraints(name, constraints, &field, errors);
+                } else if matches!(name, CapabilityName::FileRead | CapabilityName::FileWrite) {
+                    errors.push(FieldError::new(
+                        field.clone(),
+                        format!(
+                            "`{name}` needs `constraints.mounts`, the operator mounts it reaches: \
+                             {{ name = \"{name}\", constraints = {{ mounts = [{{ mount = \"docs\", \
+                             path = \"/docs\" }}] }} }}"
+                        ),
+                    ));
                 }
                 capabilities.push(Capability { name, constraints })
             }
             Err(message) => errors.push(FieldError::new(field, message)),
         }
     }
+    check_guest_paths_unique(&capabilities, errors);
     capabilities
+}
+
+/// Each guest path names one mount: two preopens at one path would hide one of them.
+fn check_guest_paths_unique(capabilities: &[Capability], errors: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    for capability in capabilities {
+        let Some(Value::Array(mounts)) = capability.constraints.as_ref().and_then(|c| c.get("mounts")) else {
+            continue;
+        };
+        for path in mounts.iter().filter_map(|m| m.get("path")?.as_str()) {
+            if !seen.insert(path) {
+                errors.push(FieldError::new(
+                    "capabilities",
+                    format!("guest path {} is given to two mounts", abbreviated(path, QUOTED_MAX_CHARS)),
+                ));
+            }
+        }
+    }
 }
 
 /// Constraints are checked as strictly as the capability itself: a misspelt key or a malformed host
@@ -488,6 +565,7 @@ fn check_constraints(
 ) {
     let accepted: &[&str] = match name {
         CapabilityName::NetworkHttp => &["hosts"],
+        CapabilityName::FileRead | CapabilityName::FileWrite => &["mounts"],
         _ => &[],
     };
     for key in constraints.keys().filter(|key| !accepted.contains(&key.as_str())) {
@@ -500,6 +578,49 @@ fn check_constraints(
     }
     if let Some(hosts) = constraints.get("hosts") {
         check_http_hosts(hosts, &format!("{field}.constraints.hosts"), errors);
+    }
+    if let Some(mounts) = constraints.get("mounts") {
+        check_file_mounts(mounts, &format!("{field}.constraints.mounts"), errors);
+    }
+}
+
+fn check_file_mounts(mounts: &Value, field: &str, errors: &mut Vec<FieldError>) {
+    let shape = "must be a list of { mount = \"NAME\", path = \"/GUEST/PATH\" }";
+    let Value::Array(mounts) = mounts else {
+        errors.push(FieldError::new(field, shape));
+        return;
+    };
+    if mounts.is_empty() || mounts.len() > limits::FILE_MOUNTS_MAX {
+        errors.push(FieldError::new(field, format!("must name 1 to {} mounts", limits::FILE_MOUNTS_MAX)));
+        return;
+    }
+    for (i, entry) in mounts.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        let Ok(MountRef { mount, path }) = serde_json::from_value::<MountRef>(entry.clone()) else {
+            errors.push(FieldError::new(field, shape));
+            continue;
+        };
+        if !is_valid_mount_name(&mount) {
+            errors.push(FieldError::new(
+                format!("{field}.mount"),
+                format!(
+                    "must be an operator mount name (lowercase letters, digits, `-`, `_`; 1-64 characters), \
+                     got {}",
+                    abbreviated(&mount, QUOTED_MAX_CHARS)
+                ),
+            ));
+        }
+        if !is_valid_guest_path(&path) {
+            errors.push(FieldError::new(
+                format!("{field}.path"),
+                format!(
+                    "must be an absolute guest path such as `/docs`, without `.` or `..` parts, at most \
+                     {} characters, got {}",
+                    limits::GUEST_PATH_MAX_CHARS,
+                    abbreviated(&path, QUOTED_MAX_CHARS)
+                ),
+            ));
+        }
     }
 }
 
@@ -884,5 +1005,62 @@ mod tests {
         for bad in ["", "9x", "with-dash", "memory", "forge_alloc", "_initialize", "héllo"] {
             assert!(!is_valid_entry_point(bad), "{bad}");
         }
+    }
+
+    fn with_files(capabilities: Value) -> Result<OverlayManifest, ForgeError> {
+        OverlayManifest::from_value(
+            json!({"name": "files", "version": "1.0.0", "capabilities": capabilities}),
+        )
+    }
+
+    #[test]
+    fn file_capabilities_name_mounts_and_guest_paths() {
+        let m = OverlayManifest::parse(
+            r#"
+            name = "files"
+            version = "1.0.0"
+            capabilities = [
+                { name = "file:read", constraints = { mounts = [{ mount = "docs", path = "/docs" }] } },
+                { name = "file:write", constraints = { mounts = [{ mount = "out_1", path = "/data/out" }] } },
+            ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.mount_grants(),
+            [
+                MountGrant { mount: "docs".into(), path: "/docs".into(), write: false },
+                MountGrant { mount: "out_1".into(), path: "/data/out".into(), write: true },
+            ]
+        );
+        assert_eq!(m.privileged_capabilities(), [CapabilityName::FileWrite]);
+    }
+
+    #[test]
+    fn file_mounts_are_refused_naming_what_is_wrong() {
+        let field = "capabilities[0].constraints.mounts";
+        let read =
+            |mounts: Value| with_files(json!([{"name": "file:read", "constraints": {"mounts": mounts}}]));
+        for bad_path in ["docs", "/", "/docs/../etc", "/./docs", "/docs//x", "/a\\b", "/docs/"] {
+            let err = read(json!([{"mount": "docs", "path": bad_path}])).unwrap_err();
+            assert_eq!(fields_of(err), [format!("{field}[0].path")], "{bad_path}");
+        }
+        for bad_mount in ["", "Docs", "-docs", "../docs", "/srv/docs"] {
+            let err = read(json!([{"mount": bad_mount, "path": "/docs"}])).unwrap_err();
+            assert_eq!(fields_of(err), [format!("{field}[0].mount")], "{bad_mount}");
+        }
+        let host_path = read(json!([{"mount": "docs", "path": "/docs", "dir": "/etc"}])).unwrap_err();
+        assert_eq!(fields_of(host_path), [format!("{field}[0]")], "no host paths, no unknown keys");
+        assert_eq!(fields_of(read(json!([])).unwrap_err()), [field]);
+        assert_eq!(fields_of(read(json!("docs")).unwrap_err()), [field]);
+        let bare = with_files(json!(["file:read"])).unwrap_err();
+        assert_eq!(fields_of(bare.clone()), ["capabilities[0]"]);
+        assert!(Value::Object(bare.details.clone()).to_string().contains("constraints.mounts"), "{bare:?}");
+        let twice = with_files(json!([
+            {"name": "file:read", "constraints": {"mounts": [{"mount": "a", "path": "/x"}]}},
+            {"name": "file:write", "constraints": {"mounts": [{"mount": "b", "path": "/x"}]}},
+        ]))
+        .unwrap_err();
+        assert_eq!(fields_of(twice), ["capabilities"]);
     }
 }

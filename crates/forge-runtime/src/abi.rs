@@ -55,11 +55,12 @@ pub enum HostFunction {
     CapsuleRead,
     CapsuleSearch,
     CapsuleCreate,
+    CapsuleDelete,
     HttpRequest,
 }
 
 impl HostFunction {
-    pub const ALL: [HostFunction; 8] = [
+    pub const ALL: [HostFunction; 9] = [
         HostFunction::LogInfo,
         HostFunction::LogError,
         HostFunction::Fail,
@@ -67,6 +68,7 @@ impl HostFunction {
         HostFunction::CapsuleRead,
         HostFunction::CapsuleSearch,
         HostFunction::CapsuleCreate,
+        HostFunction::CapsuleDelete,
         HostFunction::HttpRequest,
     ];
 
@@ -79,6 +81,7 @@ impl HostFunction {
             HostFunction::CapsuleRead => "capsule_read",
             HostFunction::CapsuleSearch => "capsule_search",
             HostFunction::CapsuleCreate => "capsule_create",
+            HostFunction::CapsuleDelete => "capsule_delete",
             HostFunction::HttpRequest => "http_request",
         }
     }
@@ -96,6 +99,7 @@ impl HostFunction {
             | HostFunction::RejectInput => None,
             HostFunction::CapsuleRead | HostFunction::CapsuleSearch => Some(CapabilityName::CapsuleRead),
             HostFunction::CapsuleCreate => Some(CapabilityName::CapsuleWrite),
+            HostFunction::CapsuleDelete => Some(CapabilityName::CapsuleDelete),
             HostFunction::HttpRequest => Some(CapabilityName::NetworkHttp),
         }
     }

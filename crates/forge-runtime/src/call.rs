@@ -1,6 +1,7 @@
 //! One invocation: a fresh store and instance, the ABI's calling sequence, and the classification of
 //! everything that can go wrong into an [`OverlayResult`].
 
+use crate::files::CallFiles;
 use crate::log::{CallLog, SharedLog};
 use crate::prepared::PreparedOverlay;
 use crate::state::{Abort, CallLimits, CallState, OverlayIdentity, write_to_guest};
@@ -35,7 +36,25 @@ pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOu
     let started = Instant::now();
     let prepared = plan.prepared;
     let log = SharedLog::new(plan.limits.max_log_bytes);
-    let wasi = prepared.uses_wasi().then(|| log.wasi_context());
+    let elapsed_ms = || started.elapsed().as_secs_f64() * 1e3;
+    // File mounts are preopened only for modules that import WASI, the only way to reach them.
+    let files_and_wasi = if prepared.uses_wasi() {
+        CallFiles::open(prepared.mounts()).and_then(|files| {
+            let wasi = log.wasi_context(files.preopens())?;
+            Ok((files, Some(wasi)))
+        })
+    } else {
+        CallFiles::open(&[]).map(|files| (files, None))
+    };
+    let (files, wasi) = match files_and_wasi {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::warn!(%error, "cannot open the file mounts of a call");
+            let message = format!("host error: cannot open the file mounts: {error}");
+            let result = OverlayResult::failed(ErrorKind::HostError, message, elapsed_ms(), 0);
+            return CallOutcome { result, log: log.finish() };
+        }
+    };
     let deadline = started + std::time::Duration::from_millis(u64::from(plan.timeout_ms));
     let state = CallState::new(
         plan.limits,
@@ -61,7 +80,12 @@ pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOu
     };
     let fuel_consumed = max_fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     drop(store);
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    // What a successful call wrote is kept only now; a failed call's writes are dropped.
+    let outcome = match outcome {
+        Ok(Ok(result)) => Ok(files.commit(plan.limits.write_quota).map(|()| result)),
+        other => other,
+    };
+    let elapsed_ms = elapsed_ms();
     let result = match outcome {
         Ok(Ok(result)) => OverlayResult::ok(result, elapsed_ms, fuel_consumed),
         Ok(Err(abort)) => OverlayResult::failed(abort.kind, abort.message, elapsed_ms, fuel_consumed),

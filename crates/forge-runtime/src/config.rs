@@ -1,6 +1,8 @@
 //! Every knob of the runtime, with its default and what it trades.
 
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// How the runtime is set up. `RuntimeConfig::default()` is what the service runs with.
@@ -46,7 +48,7 @@ pub struct RuntimeConfig {
     pub max_log_bytes: usize,
 
     /// Request / response host function calls (`capsule_read`, `capsule_search`, `capsule_create`,
-    /// `http_request`) one call may make. Default: 1000.
+    /// `capsule_delete`, `http_request`) one call may make. Default: 1000.
     ///
     /// Each costs the host a database query or a request; past the limit the guest is answered
     /// `limit_exceeded` without any work done (docs/abi.md), so a guest looping on them costs at most
@@ -92,6 +94,26 @@ pub struct RuntimeConfig {
     /// writable by this process only: its files are loaded as machine code.
     pub compiled_cache_dir: Option<PathBuf>,
 
+    /// Directories offered to overlays under a name (`file:read` / `file:write`, docs/abi.md).
+    /// Default: none.
+    ///
+    /// A manifest names a mount and the guest path it appears at, never a host path; registration
+    /// refuses unknown mounts and write access to a read-only one.
+    pub mounts: Vec<Mount>,
+
+    /// Bytes one call may write into file mounts. Default: 16 MiB.
+    ///
+    /// Writes are staged per call (in the system's temporary directory) and moved into the mount
+    /// only when the call succeeds within this and `max_files_written`; a call over either fails
+    /// and keeps nothing. The staging area can hold this much per call in flight for the call's
+    /// duration, so higher lets overlays write more at the cost of temporary disk.
+    pub max_file_write_bytes: u64,
+
+    /// Files one call may write into file mounts. Default: 64.
+    ///
+    /// Each committed file costs a copy and a rename into the mount at the end of the call.
+    pub max_files_written: u32,
+
     /// Wasm stack available to a guest, in bytes. Default: 512 KiB (Wasmtime's).
     ///
     /// Deeper recursion traps with a stack overflow, which fails only that call.
@@ -116,6 +138,60 @@ impl Default for RuntimeConfig {
             module_cache_entries: 256,
             compiled_cache_dir: None,
             max_wasm_stack: 512 << 10,
+            mounts: Vec::new(),
+            max_file_write_bytes: 16 << 20,
+            max_files_written: 64,
+        }
+    }
+}
+
+/// A directory the operator offers to overlays under a name, read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    pub name: String,
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+impl FromStr for Mount {
+    type Err = String;
+
+    /// `NAME=DIR[:ro|rw]`, read-only by default.
+    fn from_str(text: &str) -> Result<Mount, String> {
+        let (name, rest) = text.split_once('=').ok_or_else(|| format!("`{text}` is not NAME=DIR[:ro|rw]"))?;
+        let (dir, writable) = match rest.rsplit_once(':') {
+            Some((dir, "rw")) => (dir, true),
+            Some((dir, "ro")) => (dir, false),
+            _ => (rest, false),
+        };
+        if !forge_model::manifest::is_valid_mount_name(name) {
+            return Err(format!(
+                "mount name `{name}` must be lowercase letters, digits, `-` and `_` (1-64 characters)"
+            ));
+        }
+        if dir.is_empty() {
+            return Err(format!("mount `{name}` names no directory"));
+        }
+        Ok(Mount { name: name.to_owned(), dir: PathBuf::from(dir), writable })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse_from_flags() {
+        let docs: Mount = "docs=/srv/docs".parse().unwrap();
+        assert_eq!(docs, Mount { name: "docs".into(), dir: "/srv/docs".into(), writable: false });
+        let out: Mount = "out=/srv/out:rw".parse().unwrap();
+        assert!(out.writable);
+        assert!(!"ro=/a:b:ro".parse::<Mount>().unwrap().writable);
+        assert_eq!("x=/a:b".parse::<Mount>().unwrap().dir, PathBuf::from("/a:b"));
+        for bad in ["docs", "Docs=/srv", "docs=", "docs=:rw"] {
+            assert!(bad.parse::<Mount>().is_err(), "{bad}");
         }
     }
 }

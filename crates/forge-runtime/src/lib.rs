@@ -37,10 +37,11 @@
 //! ```
 
 // Layers, leaf first; a module imports only from layers before its own:
-// log, config, abi -> state -> host -> prepared -> call -> runtime.
+// log, config, abi -> state -> files, host -> prepared -> call -> runtime.
 mod abi;
 mod call;
 mod config;
+mod files;
 mod host;
 mod log;
 mod prepared;
@@ -49,7 +50,7 @@ mod state;
 
 pub use abi::{GuestErrorCode, HostFunction, ModuleInfo};
 pub use call::CallOutcome;
-pub use config::RuntimeConfig;
+pub use config::{Mount, RuntimeConfig};
 pub use host::{
     CapsuleStore, FORBIDDEN_HEADERS, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse,
     InMemoryCapsules, MAX_SEARCH_LIMIT, METHODS, NoNetwork, OutboundRequest, target_allowed,

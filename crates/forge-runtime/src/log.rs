@@ -78,14 +78,23 @@ impl SharedLog {
         state.log.dropped_bytes += (rest.len() - kept) as u64;
     }
 
-    /// WASI preview 1 for one call, locked down: no args, no env, no preopens, no sockets; stdout and
-    /// stderr write to this log.
-    pub(crate) fn wasi_context(&self) -> wasmtime_wasi::p1::WasiP1Ctx {
+    /// WASI preview 1 for one call, locked down: no args, no env, no sockets, only the call's file
+    /// mounts as preopens; stdout and stderr write to this log.
+    pub(crate) fn wasi_context(
+        &self,
+        preopens: &[(std::path::PathBuf, String, wasmtime_wasi::FsPerms)],
+    ) -> std::io::Result<wasmtime_wasi::p1::WasiP1Ctx> {
         use wasi_stream::LogStream;
-        wasmtime_wasi::WasiCtxBuilder::new()
+        let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+        builder
             .stdout(LogStream { log: self.clone(), level: LogLevel::Info })
-            .stderr(LogStream { log: self.clone(), level: LogLevel::Error })
-            .build_p1()
+            .stderr(LogStream { log: self.clone(), level: LogLevel::Error });
+        for (host_dir, guest_path, perms) in preopens {
+            builder
+                .preopened_dir(host_dir, guest_path, *perms)
+                .map_err(|e| std::io::Error::other(format!("{}: {e:#}", host_dir.display())))?;
+        }
+        Ok(builder.build_p1())
     }
 
     /// The finished log, with any unterminated stream output as a last line.

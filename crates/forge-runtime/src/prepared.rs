@@ -1,6 +1,7 @@
 //! A checked, pre-linked overlay: what `Runtime::prepare` builds once and every call instantiates.
 
 use crate::abi::{self, ModuleInfo};
+use crate::files::MountedPath;
 use crate::host::{self, Grants, HostServices};
 use crate::state::CallState;
 use forge_model::{ForgeError, OverlayManifest};
@@ -23,6 +24,8 @@ pub struct PreparedOverlay {
     max_fuel: u64,
     max_memory_mb: u32,
     max_execution_ms: u32,
+    /// The operator mounts its `file:read` / `file:write` grants reach (preopened if it uses WASI).
+    mounts: Vec<MountedPath>,
 }
 
 impl PreparedOverlay {
@@ -33,6 +36,7 @@ impl PreparedOverlay {
         manifest: &OverlayManifest,
         info: ModuleInfo,
         services: &HostServices,
+        mounts: Vec<MountedPath>,
     ) -> Result<PreparedOverlay, ForgeError> {
         let mut linker = Linker::<CallState>::new(engine);
         let grants = Arc::new(Grants::of(manifest, services));
@@ -57,6 +61,7 @@ impl PreparedOverlay {
                     max_fuel: manifest.max_fuel,
                     max_memory_mb: manifest.max_memory_mb,
                     max_execution_ms: manifest.max_execution_ms,
+                    mounts,
                 }
             })
             .map_err(|e| ForgeError::validation(format!("the module cannot be linked: {e:#}")))
@@ -83,6 +88,9 @@ impl PreparedOverlay {
     }
     pub(crate) fn uses_wasi(&self) -> bool {
         self.info.uses_wasi
+    }
+    pub(crate) fn mounts(&self) -> &[MountedPath] {
+        &self.mounts
     }
     pub(crate) fn max_fuel(&self) -> u64 {
         self.max_fuel

@@ -5,7 +5,7 @@ use crate::call::{self, CallOutcome, CallPlan};
 use crate::config::RuntimeConfig;
 use crate::host::HostServices;
 use crate::prepared::PreparedOverlay;
-use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity};
+use crate::state::{CallLimits, MAX_TABLE_ELEMENTS, OverlayIdentity, WriteQuota};
 use forge_model::{ErrorCode, ForgeError, OverlayInvocation, OverlayManifest, sha256_hex};
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
@@ -123,8 +123,9 @@ impl Runtime {
         let hash = sha256_hex(wasm);
         let (module, compiled_now) = self.compile(&hash, wasm)?;
         let info = abi::check_module(&module, manifest)?;
+        let mounts = crate::files::resolve(manifest, &self.inner.config.mounts)?;
         let prepared =
-            PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services)?;
+            PreparedOverlay::link(&self.inner.engine, &module, manifest, info, &self.inner.services, mounts)?;
         self.remember(hash, &module, compiled_now);
         Ok(prepared)
     }
@@ -171,6 +172,10 @@ impl Runtime {
                 max_host_call_bytes: config.max_host_call_bytes,
                 max_http_requests: config.max_http_requests,
                 max_http_response_bytes: config.max_http_response_bytes,
+                write_quota: WriteQuota {
+                    max_bytes: config.max_file_write_bytes,
+                    max_files: config.max_files_written,
+                },
             },
             identity,
         };

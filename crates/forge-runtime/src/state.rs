@@ -47,6 +47,24 @@ pub(crate) struct CallLimits {
     pub max_host_call_bytes: usize,
     pub max_http_requests: u32,
     pub max_http_response_bytes: usize,
+    pub write_quota: WriteQuota,
+}
+
+/// The most one call may write into file mounts; past either, the call fails and nothing it
+/// wrote is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteQuota {
+    pub max_bytes: u64,
+    pub max_files: u32,
+}
+
+/// What a call has asked WASI to write to files so far (counted before the write happens, so a
+/// refused or partial write still counts).
+#[derive(Debug, Default)]
+pub(crate) struct FileWriteMeter {
+    pub bytes: u64,
+    /// Opens with `O_CREAT`, whether or not the file existed.
+    pub files: u32,
 }
 
 /// What a call's request / response host functions have used so far.
@@ -70,6 +88,7 @@ pub(crate) struct CallState {
     pub timeout_ms: u32,
     pub identity: OverlayIdentity,
     pub host_calls: HostCallMeter,
+    pub file_writes: FileWriteMeter,
     memory_limit_bytes: usize,
     memory: Option<Memory>,
     alloc: Option<TypedFunc<i32, i32>>,
@@ -94,6 +113,7 @@ impl CallState {
             timeout_ms,
             identity,
             host_calls: HostCallMeter::default(),
+            file_writes: FileWriteMeter::default(),
             memory_limit_bytes,
             memory: None,
             alloc: None,

@@ -111,6 +111,42 @@ fn capsule_create_takes_the_overlays_trust_and_records_provenance() {
 }
 
 #[test]
+fn capsule_delete_removes_only_what_the_overlay_can_see() {
+    const DELETE: &str = r#"capabilities = ["capsule:delete"]"#;
+    let store = sample_capsules();
+    let all = store.all();
+    let (standard, core) = (&all[1], &all[2]);
+    let delete = |id: &uuid::Uuid| {
+        let outcome = call_as(
+            services(store.clone()),
+            "capsule_delete",
+            DELETE,
+            TrustLevel::Standard,
+            json!({"id": id}),
+        );
+        outcome.result.result.unwrap()
+    };
+    let hidden = delete(&core.id);
+    let missing_id = uuid::Uuid::now_v7();
+    let missing = delete(&missing_id);
+    assert_eq!(hidden["error"]["code"], "not_found");
+    assert_eq!(hidden["error"]["message"], format!("capsule {} not found", core.id));
+    assert_eq!(missing["error"]["message"], format!("capsule {missing_id} not found"), "alike");
+    assert_eq!(store.all().len(), 3, "the core capsule is still there");
+    assert_eq!(delete(&standard.id)["ok"]["deleted"], standard.id.to_string());
+    assert!(store.all().iter().all(|c| c.id != standard.id));
+    assert_eq!(delete(&standard.id)["error"]["code"], "not_found", "deleted once");
+}
+
+#[test]
+fn capsule_delete_needs_its_capability() {
+    let rt = runtime_with(HostServices::default());
+    let refused = rt.prepare(&manifest(r#"capabilities = ["capsule:write"]"#), &proxy("capsule_delete"));
+    let message = refused.err().expect("capsule:write does not grant capsule_delete").to_string();
+    assert!(message.contains("capsule:delete"), "{message}");
+}
+
+#[test]
 fn malformed_requests_are_answered_not_trapped() {
     let store = sample_capsules();
     for request in [json!({"id": "not-a-uuid"}), json!({"idd": 1}), json!({})] {
@@ -178,6 +214,9 @@ impl CapsuleStore for Broken {
         unreachable!("not used by these tests")
     }
     async fn create(&self, _: NewCapsule) -> Result<Capsule, HostCallError> {
+        unreachable!("not used by these tests")
+    }
+    async fn delete(&self, _: uuid::Uuid, _: &OverlayIdentity) -> Result<bool, HostCallError> {
         unreachable!("not used by these tests")
     }
 }

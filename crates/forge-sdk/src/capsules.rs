@@ -1,6 +1,7 @@
-//! Capsules, the platform's units of knowledge: read one, search them, create new ones.
+//! Capsules, the platform's units of knowledge: read one, search them, create new ones, delete one.
 //!
-//! [`read`] and [`search`] need the capability `capsule:read`, [`create`] needs `capsule:write`. A
+//! [`read`] and [`search`] need the capability `capsule:read`, [`create`] needs `capsule:write`,
+//! [`delete`] needs `capsule:delete` (privileged: an admin approves it at activation). A
 //! module imports the matching host function only if it calls the wrapper, so an overlay that never
 //! calls [`create`] does not need `capsule:write`.
 //!
@@ -155,6 +156,20 @@ pub fn search(query: &str, limit: u32) -> Result<Vec<SearchHit>, HostError> {
 /// Creates a capsule and returns it as stored (`capsule:write`).
 pub fn create(capsule: &NewCapsule) -> Result<Capsule, HostError> {
     host::call("capsule_create", host::raw_calls::capsule_create, capsule)
+}
+
+/// Deletes the capsule with id `id` (`capsule:delete`); the host records this overlay as the one
+/// that deleted it.
+///
+/// Fails with `not_found` if there is none, or none this overlay may see (its trust level is below
+/// the capsule's): such a capsule is left alone.
+pub fn delete(id: &str) -> Result<(), HostError> {
+    #[derive(Serialize)]
+    struct Request<'a> {
+        id: &'a str,
+    }
+    host::call::<_, serde::de::IgnoredAny>("capsule_delete", host::raw_calls::capsule_delete, &Request { id })
+        .map(drop)
 }
 
 #[cfg(test)]

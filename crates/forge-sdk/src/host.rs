@@ -21,6 +21,7 @@ mod imports {
         pub fn capsule_read(req_ptr: i32, req_len: i32) -> i64;
         pub fn capsule_search(req_ptr: i32, req_len: i32) -> i64;
         pub fn capsule_create(req_ptr: i32, req_len: i32) -> i64;
+        pub fn capsule_delete(req_ptr: i32, req_len: i32) -> i64;
         pub fn http_request(req_ptr: i32, req_len: i32) -> i64;
     }
 }
@@ -108,7 +109,7 @@ macro_rules! request_response {
 pub(crate) mod raw_calls {
     #[cfg(target_arch = "wasm32")]
     use super::{imports, raw};
-    request_response!(capsule_read, capsule_search, capsule_create, http_request);
+    request_response!(capsule_read, capsule_search, capsule_create, capsule_delete, http_request);
 }
 
 /// Sends `request` as JSON through one host function and reads its `{"ok"}` / `{"error"}` answer.

@@ -222,6 +222,40 @@ pub struct ServerConfig {
     #[arg(long, env = "FORGE_HTTP_ALLOWED_HOSTS", value_name = "PATTERN", value_delimiter = ',')]
     pub http_allowed_hosts: Vec<String>,
 
+    /// A directory offered to overlays for `file:read` / `file:write`, as `NAME=DIR` (read-only) or
+    /// `NAME=DIR:rw` (writable); repeat the flag for more (the variable takes a comma-separated
+    /// list). In the file: `mounts = [{ name = "docs", dir = "/srv/docs", writable = false }]`.
+    ///
+    /// Manifests name mounts, never host paths; registration refuses unknown mounts and writes to
+    /// read-only ones. Default: none.
+    #[arg(
+        long = "mount",
+        env = "FORGE_MOUNTS",
+        value_name = "NAME=DIR[:rw]",
+        value_delimiter = ',',
+        action = ArgAction::Append
+    )]
+    pub mounts: Vec<forge_runtime::Mount>,
+
+    /// Bytes one invocation may write into file mounts; a call writing more fails and keeps none
+    /// of its writes (they are staged in the system's temporary directory until the call ends).
+    #[arg(
+        long,
+        env = "FORGE_MAX_FILE_WRITE_BYTES",
+        value_name = "BYTES",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_file_write_bytes
+    )]
+    pub max_file_write_bytes: u64,
+
+    /// Files one invocation may write into file mounts; a call writing more fails and keeps none.
+    #[arg(
+        long,
+        env = "FORGE_MAX_FILES_WRITTEN",
+        value_name = "N",
+        default_value_t = forge_runtime::RuntimeConfig::default().max_files_written
+    )]
+    pub max_files_written: u32,
+
     /// Database operations of host calls (capsules) running at once, so that guests looping on
     /// them leave the rest of the connection pool to authentication and lifecycle requests.
     #[arg(
@@ -323,6 +357,9 @@ impl ServerConfig {
         if let Some(dir) = self.object_store.as_deref().filter(|location| !location.contains("://")) {
             self.object_store = Some(absolute(Path::new(dir))?.to_string_lossy().into_owned());
         }
+        for mount in &mut self.mounts {
+            mount.dir = absolute(&mount.dir)?;
+        }
         Ok(self)
     }
 
@@ -357,6 +394,7 @@ impl ServerConfig {
                 .then(|| "registrations_per_minute must be at least 1".to_owned()),
             (self.host_call_db_operations == 0)
                 .then(|| "host_call_db_operations must be at least 1".to_owned()),
+            mount_problems(&self.mounts),
             self.admin_token
                 .as_deref()
                 .is_some_and(|token| token.trim().len() < MIN_ADMIN_TOKEN_CHARS)
@@ -401,6 +439,9 @@ impl ServerConfig {
                 max_host_call_bytes: self.max_host_call_bytes,
                 max_http_requests: self.max_http_requests,
                 max_http_response_bytes: self.max_http_response_bytes,
+                mounts: self.mounts.clone(),
+                max_file_write_bytes: self.max_file_write_bytes,
+                max_files_written: self.max_files_written,
                 ..defaults.runtime.clone()
             },
             ..defaults
@@ -436,6 +477,26 @@ impl ServerConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }
+}
+
+/// Mount names must be valid and unique, each naming an existing directory.
+fn mount_problems(mounts: &[forge_runtime::Mount]) -> Option<String> {
+    let mut seen = HashSet::new();
+    let problems: Vec<String> = mounts
+        .iter()
+        .filter_map(|mount| {
+            if !forge_model::manifest::is_valid_mount_name(&mount.name) {
+                Some(format!("mount name `{}` must be lowercase letters, digits, `-` and `_`", mount.name))
+            } else if !seen.insert(mount.name.as_str()) {
+                Some(format!("mount `{}` is defined twice", mount.name))
+            } else if !mount.dir.is_dir() {
+                Some(format!("mount `{}`: {} is not a directory", mount.name, mount.dir.display()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
 }
 
 /// The settings a flag or a variable gave, which a file must not override.
@@ -568,6 +629,33 @@ mod tests {
         let window = load(None, &["--quarantine-window-calls", "50"]).unwrap();
         assert_eq!(window.service_config().quarantine.window_calls, 50);
         assert_eq!(ServerConfig::default().service_config().quarantine, QuarantinePolicy::default());
+    }
+
+    #[test]
+    fn mounts_come_from_flags_or_the_file_and_must_be_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = dir.path().join("docs");
+        std::fs::create_dir(&docs).unwrap();
+        let flags =
+            load(None, &["--mount", &format!("docs={}", docs.display()), "--mount", "out=.:rw"]).unwrap();
+        let mounts = flags.service_config().runtime.mounts;
+        assert_eq!(
+            mounts.iter().map(|m| (m.name.as_str(), m.writable)).collect::<Vec<_>>(),
+            [("docs", false), ("out", true)]
+        );
+        assert_eq!(mounts[1].dir, cwd(), "relative directories become absolute");
+
+        let file = dir.path().join("forge.toml");
+        let toml =
+            format!("mounts = [{{ name = \"docs\", dir = \"{}\", writable = true }}]\n", docs.display());
+        std::fs::write(&file, toml).unwrap();
+        assert!(load(Some(&file), &[]).unwrap().mounts[0].writable);
+
+        let missing = load(None, &["--mount", "gone=/no/such/dir"]).unwrap_err().to_string();
+        assert!(missing.contains("mount `gone`") && missing.contains("not a directory"), "{missing}");
+        let twice = load(None, &["--mount", "a=.", "--mount", "a=.:rw"]).unwrap_err().to_string();
+        assert!(twice.contains("mount `a` is defined twice"), "{twice}");
+        assert!(load(None, &["--mount", "Bad=."]).is_err());
     }
 
     #[test]

@@ -2,10 +2,13 @@
 
 use crate::OverlayService;
 use crate::access::{Operation, require, require_trust};
-use forge_model::{Capsule, CapsuleHit, ForgeError, NewCapsule, Principal, TrustLevel};
+use forge_model::{
+    AuditAction, Capsule, CapsuleHit, ForgeError, NewAuditEvent, NewCapsule, Principal, TrustLevel,
+};
 use forge_runtime::MAX_SEARCH_LIMIT;
-use forge_runtime::{CapsuleStore, HostCallError};
+use forge_runtime::{CapsuleStore, HostCallError, OverlayIdentity};
 use forge_storage::{Repository, StorageError};
+use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
@@ -60,6 +63,31 @@ impl CapsuleStore for RepositoryCapsules {
     async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
         let _turn = self.turn().await?;
         self.repo.insert_capsule(capsule).await.map_err(fault)
+    }
+
+    /// Recorded in the deleting overlay's audit trail (actor: the overlay's name) and the server log.
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError> {
+        let Some(overlay_id) = by.id else {
+            return Err(HostCallError::Fault("capsule_delete needs a registered overlay".into()));
+        };
+        let event = NewAuditEvent {
+            overlay_id,
+            actor: by.name.to_string(),
+            action: AuditAction::DeleteCapsule,
+            from_state: None,
+            to_state: None,
+            reason: None,
+            details: json!({ "capsule_id": id, "trust_level": by.trust_level })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let _turn = self.turn().await?;
+        let deleted = self.repo.delete_capsule(id, by.trust_level, event).await.map_err(fault)?;
+        if deleted {
+            tracing::info!(capsule_id = %id, %overlay_id, overlay = %by.name, "an overlay deleted a capsule");
+        }
+        Ok(deleted)
     }
 }
 

@@ -63,8 +63,8 @@ pub struct ServiceConfig {
     /// Every registration costs a compilation; this keeps one user from taking every compiler slot.
     pub registrations_per_minute: u32,
 
-    /// Database operations of host calls (`capsule_read`, `capsule_search`, `capsule_create`)
-    /// running at once, over all calls. Default: 2, half of SQLite's read connections
+    /// Database operations of host calls (`capsule_read`, `capsule_search`, `capsule_create`,
+    /// `capsule_delete`) running at once, over all calls. Default: 2, half of SQLite's read connections
     /// (`forge_storage::SQLITE_READERS`) and a fifth of PostgreSQL's pool.
     ///
     /// The rest of the pool stays free for authentication, lifecycle and reads, however many

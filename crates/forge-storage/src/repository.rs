@@ -128,6 +128,11 @@ pub trait Repository: Send + Sync + 'static {
 
     async fn get_capsule(&self, id: Uuid) -> Result<Option<Capsule>>;
 
+    /// Deletes the capsule if `max_trust` can access it, recording `event` in the same transaction.
+    /// False, and nothing recorded, if it is missing or above `max_trust`: the caller cannot tell
+    /// the two apart.
+    async fn delete_capsule(&self, id: Uuid, max_trust: TrustLevel, event: NewAuditEvent) -> Result<bool>;
+
     /// Full-text search, most relevant first, among capsules whose trust level is at most
     /// `max_trust`; content is cut to a preview. Every whitespace-separated term must match (AND);
     /// words are stemmed (English). Any text is a valid query: operators and quotes are taken as

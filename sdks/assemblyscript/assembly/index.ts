@@ -13,6 +13,7 @@ import { JSON } from "json-as";
 @external("forge", "capsule_read") declare function raw_capsule_read(ptr: usize, len: usize): u64;
 @external("forge", "capsule_search") declare function raw_capsule_search(ptr: usize, len: usize): u64;
 @external("forge", "capsule_create") declare function raw_capsule_create(ptr: usize, len: usize): u64;
+@external("forge", "capsule_delete") declare function raw_capsule_delete(ptr: usize, len: usize): u64;
 @external("forge", "http_request") declare function raw_http_request(ptr: usize, len: usize): u64;
 
 // ---- the ABI: forge_alloc, arguments in, packed result out ----
@@ -194,6 +195,13 @@ export class NewCapsule {
   }
 }
 
+/** What `capsule_delete` answers. */
+@json
+export class Deleted {
+  deleted: string = "";
+}
+
+/** `{"id"}`: the request of `capsule_read` and `capsule_delete`. */
 @json
 class ReadRequest {
   id: string = "";
@@ -244,6 +252,16 @@ export function capsuleSearch(query: string, limit: u32): Answer<SearchHit[]> {
 /** `capsule_create` (capability `capsule:write`): the created capsule. */
 export function capsuleCreate(capsule: NewCapsule): Answer<Capsule> {
   return exchange<NewCapsule, Capsule>(raw_capsule_create, capsule);
+}
+
+/**
+ * `capsule_delete` (capability `capsule:delete`, privileged): `{"deleted": id}`. A capsule above
+ * the overlay's trust level is left alone and answers `not_found`, exactly like a missing one.
+ */
+export function capsuleDelete(id: string): Answer<Deleted> {
+  const request = new ReadRequest();
+  request.id = id;
+  return exchange<ReadRequest, Deleted>(raw_capsule_delete, request);
 }
 
 /**

@@ -60,6 +60,7 @@ class AuditAction(str, Enum):
     PROBATION_FAILED = "probation_failed"
     SET_TRUST_LEVEL = "set_trust_level"
     DELETE = "delete"
+    DELETE_CAPSULE = "delete_capsule"
 
 
 class TrustLevel(str, Enum):

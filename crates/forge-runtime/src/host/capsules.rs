@@ -1,8 +1,9 @@
-//! `capsule_read`, `capsule_search`, `capsule_create`: Forge's capsules, filtered by the overlay's trust.
+//! `capsule_read`, `capsule_search`, `capsule_create`, `capsule_delete`: Forge's capsules, filtered by
+//! the overlay's trust.
 
 use super::{HandlerFuture, HostCallError, RequestContext, parse_request, to_answer};
 use crate::abi::GuestErrorCode;
-use crate::state::Abort;
+use crate::state::{Abort, OverlayIdentity};
 use forge_model::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule, TrustLevel};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -22,6 +23,9 @@ pub trait CapsuleStore: Send + Sync + 'static {
         max_trust: TrustLevel,
     ) -> Result<Vec<CapsuleHit>, HostCallError>;
     async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError>;
+    /// Deletes the capsule if `by`'s trust level can access it, recording `by` as who deleted it.
+    /// False if it is missing or above that trust: the two must look alike to the guest.
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError>;
 }
 
 /// Most hits one search returns.
@@ -31,6 +35,12 @@ const DEFAULT_SEARCH_LIMIT: u32 = 10;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReadRequest {
+    id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRequest {
     id: Uuid,
 }
 
@@ -102,6 +112,20 @@ pub(crate) fn create(context: &mut RequestContext<'_>, request: Value) -> Result
     }))
 }
 
+/// Answers `{"deleted": id}`; a capsule the overlay may not see is answered exactly like a missing one.
+pub(crate) fn delete(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+    let store = context.grants.services.capsules.clone();
+    let identity = context.identity.clone();
+    Ok(Box::pin(async move {
+        let DeleteRequest { id } = parse_request(request)?;
+        if store.delete(id, &identity).await? {
+            Ok(serde_json::json!({ "deleted": id }))
+        } else {
+            Err(HostCallError::refused(GuestErrorCode::NotFound, format!("capsule {id} not found")))
+        }
+    }))
+}
+
 /// Capsules held in memory, searched by counting query words. For local runs and tests; the service
 /// uses its database's full-text search.
 #[derive(Default)]
@@ -159,5 +183,12 @@ impl CapsuleStore for InMemoryCapsules {
         };
         self.capsules.lock().push(capsule.clone());
         Ok(capsule)
+    }
+
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError> {
+        let mut capsules = self.capsules.lock();
+        let before = capsules.len();
+        capsules.retain(|c| c.id != id || !by.trust_level.can_access(c.trust_level));
+        Ok(capsules.len() < before)
     }
 }

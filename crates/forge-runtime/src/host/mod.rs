@@ -5,6 +5,7 @@
 //! see (its overlay's trust level, its allowed hosts) travels with the call.
 
 mod capsules;
+mod file_quota;
 mod http;
 
 use crate::abi::{self, GuestErrorCode, HostFunction, ModuleInfo};
@@ -108,6 +109,7 @@ pub(crate) fn link(
             HostFunction::CapsuleRead => link_request(linker, name, capsules::read, grants)?,
             HostFunction::CapsuleSearch => link_request(linker, name, capsules::search, grants)?,
             HostFunction::CapsuleCreate => link_request(linker, name, capsules::create, grants)?,
+            HostFunction::CapsuleDelete => link_request(linker, name, capsules::delete, grants)?,
             HostFunction::HttpRequest => link_request(linker, name, http::request, grants)?,
         }
     }
@@ -125,6 +127,7 @@ fn link_wasi(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     // while the guest runs; guests get ENOTSUP (58) instead of sleeping.
     linker.allow_shadowing(true);
     linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", |_: i32, _: i32, _: i32, _: i32| -> i32 { 58 })?;
+    file_quota::link(linker)?;
     linker.allow_shadowing(false);
     Ok(())
 }

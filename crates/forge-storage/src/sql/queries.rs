@@ -128,6 +128,8 @@ pub(super) const INSERT_CAPSULE: &str = concat!(
     capsule_columns!()
 );
 pub(super) const GET_CAPSULE: &str = concat!("SELECT ", capsule_columns!(), " FROM capsules WHERE id = $1");
+/// Only a capsule at most as trusted as `$2`: the trust check and the delete are one statement.
+pub(super) const DELETE_CAPSULE: &str = "DELETE FROM capsules WHERE id = $1 AND trust_level <= $2";
 /// Capsule search on SQLite: `$1` is an FTS5 query of quoted terms. BM25 is lower-is-better, so
 /// the score is its negation.
 pub(super) const SEARCH_CAPSULES_SQLITE: &str = "SELECT c.id, substr(c.content, 1, CAST($4 AS INTEGER)) AS content, \

@@ -410,6 +410,16 @@ impl Repository for SqlRepository {
         row.as_ref().map(capsule_from).transpose()
     }
 
+    async fn delete_capsule(&self, id: Uuid, max_trust: TrustLevel, event: NewAuditEvent) -> Result<bool> {
+        let mut tx = self.pools.write().await?;
+        if tx.execute(DELETE_CAPSULE, &[id.into(), max_trust.into()]).await? == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, &event, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn search_capsules(
         &self,
         query: &str,

@@ -1,7 +1,7 @@
 //! Capsules and their full-text search.
 
 use crate::Db;
-use forge_model::{CapsuleHit, CapsuleType, NewCapsule, TrustLevel};
+use forge_model::{AuditAction, CapsuleHit, CapsuleType, NewAuditEvent, NewCapsule, PageRequest, TrustLevel};
 use serde_json::{Map, json};
 use uuid::Uuid;
 
@@ -155,4 +155,32 @@ pub async fn nul_characters_are_replaced_alike(db: &Db) {
     assert_eq!(stored.content, "alpha\u{FFFD}omega");
     assert_eq!(stored.metadata["note\u{FFFD}"], json!(["x\u{FFFD}y"]));
     assert_eq!(ids(db, "omega", TrustLevel::Core).await, [stored.id]);
+}
+
+pub async fn delete_respects_trust_and_records_the_event(db: &Db) {
+    let overlay_id = Uuid::now_v7();
+    let event = |capsule: Uuid| NewAuditEvent {
+        overlay_id,
+        actor: "cleaner".into(),
+        action: AuditAction::DeleteCapsule,
+        from_state: None,
+        to_state: None,
+        reason: None,
+        details: json!({ "capsule_id": capsule }).as_object().unwrap().clone(),
+    };
+    let core = db.repo.insert_capsule(capsule("core secret", TrustLevel::Core)).await.unwrap();
+    let open = db.repo.insert_capsule(capsule("open note", TrustLevel::Standard)).await.unwrap();
+    let missing = Uuid::now_v7();
+
+    assert!(!db.repo.delete_capsule(core.id, TrustLevel::Standard, event(core.id)).await.unwrap());
+    assert!(!db.repo.delete_capsule(missing, TrustLevel::Standard, event(missing)).await.unwrap());
+    assert!(db.repo.get_capsule(core.id).await.unwrap().is_some(), "a capsule above the trust stays");
+    assert!(db.repo.delete_capsule(open.id, TrustLevel::Standard, event(open.id)).await.unwrap());
+    assert_eq!(db.repo.get_capsule(open.id).await.unwrap(), None);
+    assert_eq!(ids(db, "note", TrustLevel::Core).await, Vec::<Uuid>::new(), "gone from search too");
+
+    let events = db.repo.list_events(overlay_id, PageRequest::default()).await.unwrap().items;
+    assert_eq!(events.len(), 1, "only the delete that happened is recorded");
+    assert_eq!((events[0].action, events[0].actor.as_str()), (AuditAction::DeleteCapsule, "cleaner"));
+    assert_eq!(events[0].details["capsule_id"], json!(open.id));
 }

@@ -91,5 +91,6 @@ suite! {
         hostile_queries_are_plain_words,
         queries_without_words_find_nothing,
         nul_characters_are_replaced_alike,
+        delete_respects_trust_and_records_the_event,
     ],
 }

@@ -7,8 +7,7 @@ use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
 use forge_runtime::{
-    HostServices, InMemoryCapsules, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime,
-    RuntimeConfig,
+    HostServices, InMemoryCapsules, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
 };
 use forge_service::OutboundHttp;
 use serde_json::{Map, Value};

@@ -117,7 +117,14 @@ mod tests {
             CapabilityName::ALL.iter().filter(|c| c.is_privileged()).map(|c| c.as_str()).collect();
         assert_eq!(
             privileged,
-            ["capsule:write", "capsule:delete", "network:http", "file:write", "governance:vote", "system:config"]
+            [
+                "capsule:write",
+                "capsule:delete",
+                "network:http",
+                "file:write",
+                "governance:vote",
+                "system:config"
+            ]
         );
     }
 }

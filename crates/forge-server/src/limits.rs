@@ -106,7 +106,7 @@ async fn refuse_oversized(
     app: Option<Arc<AppState>>,
     request: Request,
     length: u64,
-    limit: usize,
+    limit: BodyLimit,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let caller = match &app {
@@ -121,10 +121,14 @@ async fn refuse_oversized(
     let mut response = match caller {
         Err(refusal) => refusal.into_response(),
         Ok(()) => {
-            let message =
-                format!("request body of {length} bytes exceeds this route's limit of {limit} bytes");
-            ApiError(ForgeError::new(ErrorCode::PayloadTooLarge, message).with_detail("limit", limit))
-                .into_response()
+            let message = format!(
+                "request body of {length} bytes exceeds this route's limit of {} bytes ({})",
+                limit.max_bytes, limit.name
+            );
+            let refusal = ForgeError::new(ErrorCode::PayloadTooLarge, message)
+                .with_detail("limit", limit.name)
+                .with_detail("max_bytes", limit.max_bytes);
+            ApiError(refusal).into_response()
         }
     };
     if !drained {

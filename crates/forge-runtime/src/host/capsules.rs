@@ -113,7 +113,7 @@ pub(crate) fn create(context: &mut RequestContext<'_>, request: Value) -> Result
 }
 
 /// Answers `{"deleted": id}`; a capsule the overlay may not see is answered exactly like a missing one.
-pub(crate) fn delete(context: &RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
+pub(crate) fn delete(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
     let identity = context.identity.clone();
     Ok(Box::pin(async move {

@@ -1,7 +1,7 @@
 //! `demo`: a newcomer's first five minutes. Starts a server on the embedded default (this very
 //! binary, `serve`, on a free port) and drives it over real HTTP, as any client would: registers the
 //! example overlays, activates them, seeds capsules, invokes each (fetch-json against a server on
-//! loopback standing in for the outside world), drives a failing overlay into automatic
+//! loopback standing in for the outside world, file-notes on two mounts in the data directory), drives a failing overlay into automatic
 //! quarantine, shows its health and audit trail, and stops the server with SIGTERM.
 
 use crate::client::{Failure, render};
@@ -40,7 +40,7 @@ pub struct DemoArgs {
 }
 
 /// The example overlays, embedded so the demo runs from the binary alone.
-const EXAMPLES: [(&str, &[u8]); 4] = [
+const EXAMPLES: [(&str, &[u8]); 5] = [
     (include_str!("../../../fixtures/wasm/echo.toml"), include_bytes!("../../../fixtures/wasm/echo.wasm")),
     (
         include_str!("../../../fixtures/wasm/text-stats.toml"),
@@ -54,7 +54,20 @@ const EXAMPLES: [(&str, &[u8]); 4] = [
         include_str!("../../../fixtures/wasm/fetch-json.toml"),
         include_bytes!("../../../fixtures/wasm/fetch-json.wasm"),
     ),
+    (
+        include_str!("../../../fixtures/wasm/file-notes.toml"),
+        include_bytes!("../../../fixtures/wasm/file-notes.wasm"),
+    ),
 ];
+
+/// The operator mounts the demo's server offers, under its data directory: file-notes reads `docs`
+/// (read-only) and writes `notes`.
+const DOCS_MOUNT: &str = "mounts/docs";
+const NOTES_MOUNT: &str = "mounts/notes";
+
+/// The note file-notes reads from the `docs` mount.
+const WELCOME_NOTE: (&str, &str) =
+    ("welcome.txt", "Overlays see only the directories the operator mounts and their manifest names.");
 
 /// What the stand-in for the outside world answers fetch-json.
 const WORLD_DOCUMENT: &str = r#"{"city": "Lisbon", "forecast": "sunny", "high_c": 24}"#;
@@ -190,8 +203,7 @@ fn tour(api: &Client) -> Result<String, Failure> {
     ];
     for (overlay, args) in calls {
         let result = invoke(api, overlay.id, "process", &args)?;
-        println!("   {} process {}", overlay.manifest.name, render::compact(&args, SUMMARY_CHARS));
-        println!("     -> {}", outcome(&result));
+        show_call(overlay, "process", &args, &result);
         let written =
             result.result.as_ref().and_then(|r| r.get("insight_id").or_else(|| r.get("capsule_id")));
         if let Some(id) = written.and_then(Value::as_str).and_then(|id| id.parse::<Uuid>().ok()) {
@@ -200,6 +212,13 @@ fn tour(api: &Client) -> Result<String, Failure> {
             println!("     it wrote a capsule ({kind}): {}", render::cut(&capsule.content, SUMMARY_CHARS));
         }
     }
+
+    let notes = &overlays[4];
+    let read = json!({"path": format!("/docs/{}", WELCOME_NOTE.0)});
+    show_call(notes, "read_file", &read, &invoke(api, notes.id, "read_file", &read)?);
+    let summary = json!({"files": [{"path": "/out/summary.txt", "content": "Read through the docs mount."}]});
+    show_call(notes, "write_files", &summary, &invoke(api, notes.id, "write_files", &summary)?);
+    println!("     the file is now in the server's `notes` mount ({NOTES_MOUNT}/summary.txt)");
 
     let policy = QuarantinePolicy::default();
     section(5, "A flaky overlay: echo's module again, named `flaky`, called through its `fail` entry point");
@@ -283,6 +302,11 @@ fn label(overlay: &Overlay) -> String {
     format!("{}@{}", overlay.manifest.name, overlay.manifest.version)
 }
 
+fn show_call(overlay: &Overlay, function: &str, args: &Value, result: &OverlayResult) {
+    println!("   {} {function} {}", overlay.manifest.name, render::compact(args, SUMMARY_CHARS));
+    println!("     -> {}", outcome(result));
+}
+
 fn invoke(api: &Client, id: Uuid, function: &str, args: &Value) -> Result<OverlayResult, Failure> {
     let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
     Ok(api.invoke(id, &OverlayInvocation::new(function, args))?)
@@ -317,6 +341,10 @@ fn next_steps(kept: Option<&Path>, token: &str, flaky: &str) {
     println!(
         "   - Each call ran sandboxed and reported its time and fuel; a failure is a result, not a crash."
     );
+    println!(
+        "   - fetch-json reached only the loopback stand-in its manifest names; file-notes saw only the"
+    );
+    println!("     two mounts the server offers, at the paths its manifest gives them.");
     println!("   - flaky failed too often, so the server stopped it and wrote why in its audit trail;");
     println!("     an admin can `release` it (fresh counters) or `deprecate` it for good.");
     println!();
@@ -363,16 +391,19 @@ impl Server {
         let log = dir.join("server.log");
         let log_file = File::create(&log)
             .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", log.display())))?;
+        let (docs, notes) = (dir.join(DOCS_MOUNT), dir.join(NOTES_MOUNT));
+        let mounts = std::fs::create_dir_all(&docs)
+            .and_then(|()| std::fs::create_dir_all(&notes))
+            .and_then(|()| std::fs::write(docs.join(WELCOME_NOTE.0), WELCOME_NOTE.1));
+        mounts.map_err(|e| {
+            Failure::Usage(format!("cannot create the demo's mounts in {}: {e}", dir.display()))
+        })?;
         let mut command = Command::new(exe);
         command
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--http-allowed-hosts",
-                DEMO_ALLOWED_HOSTS,
-                "--data-dir",
-            ])
+            .args(["serve", "--bind", "127.0.0.1:0", "--http-allowed-hosts", DEMO_ALLOWED_HOSTS])
+            .arg(format!("--mount=docs={}", docs.display()))
+            .arg(format!("--mount=notes={}:rw", notes.display()))
+            .arg("--data-dir")
             .arg(dir);
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("FORGE_") && name != "FORGE_LOG" {

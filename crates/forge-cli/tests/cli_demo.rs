@@ -35,6 +35,9 @@ fn demo_drives_flaky_into_quarantine_and_stops_its_server() {
         "text-stats@0.1.0",
         "capsule-insight@0.1.0",
         "fetch-json@0.1.0",
+        "file-notes@0.1.0",
+        "Overlays see only the directories the operator mounts",
+        "file-notes write_files",
         "\"status\":200",
         "it wrote a capsule (knowledge): {\"city\":\"Lisbon\"",
         "privileged: needs an admin's activation",
@@ -52,6 +55,8 @@ fn demo_drives_flaky_into_quarantine_and_stops_its_server() {
         assert!(stdout.contains(step), "the demo did not say {step:?}:\n{stdout}");
     }
     assert!(kept.join("server.log").exists(), "the kept directory holds the server's log");
+    let written = std::fs::read_to_string(kept.join("mounts/notes/summary.txt")).unwrap();
+    assert_eq!(written, "Read through the docs mount.", "file-notes wrote through its mount");
 
     let again = Command::new(BIN).arg("demo").arg("--keep").arg(&kept).output().unwrap();
     assert_eq!(again.status.code(), Some(2));

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory of `forge-overlay serve` under hostile load, with default settings.
 
-    scripts/rss-bench.py [SECONDS] [CLIENTS]
+    scripts/rss-bench.py [SECONDS] [CLIENTS] [BODY_BYTES]
 
 Starts the server on a throw-away data directory (SQLite + local files, every limit at its
 default), registers an echo overlay, a guest that floods its log with empty lines and one that loops
@@ -10,6 +10,9 @@ through: an invocation with the largest input accepted, a registration body of t
 accepted (a module that fails validation, so that only the body costs), a capsule of the largest
 content, a log-flood call and a search-flood call. The server's resident set is sampled every 50 ms;
 the peak (VmHWM) is printed with the answers each route gave, as one JSON line.
+
+BODY_BYTES, when given, sizes the invocation and capsule bodies instead of their routes' limits (to
+see what a server does with bodies far over them: 47185920 is the 45 MiB body of issue 8).
 
 FORGE_OVERLAY_BIN runs that binary instead of building this checkout's release binary. Only the
 Python standard library is used.
@@ -28,6 +31,7 @@ import time
 
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 16
+BODY_BYTES = int(sys.argv[3]) if len(sys.argv) > 3 else None
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "fgo_rss-bench-admin-token"
 
@@ -170,13 +174,13 @@ def main():
         # Bodies at their routes' limits, built once.
         envelope = len(json.dumps({"function": "process", "args": {"text": ""}}))
         invoke_body = json.dumps({"function": "process",
-                                  "args": {"text": "a" * (MAX_INPUT_BYTES - envelope)}})
+                                  "args": {"text": "a" * ((BODY_BYTES or MAX_INPUT_BYTES) - envelope)}})
         wasm_bytes = MAX_MODULE_BYTES
         registration_body = json.dumps({
             "manifest": {"name": "too-big", "version": "1.0.0"},
             "wasm_base64": base64.b64encode(b"\0asm" + b"\x01" * (wasm_bytes - 4)).decode(),
         })
-        capsule_body = json.dumps({"content": "c" * MAX_CAPSULE_CONTENT, "type": "knowledge"})
+        capsule_body = json.dumps({"content": "c" * (BODY_BYTES or MAX_CAPSULE_CONTENT), "type": "knowledge"})
         flood_body = json.dumps({"function": "flood", "args": {}})
         work_items = [
             ("invoke_max_input", f"/api/v1/overlays/{echo}/invoke", invoke_body),

@@ -55,26 +55,14 @@ fn an_overlay_reads_a_mount_and_writes_another_through_the_api() {
     assert!(error.message.contains("mount `docs`, which is read-only"), "{error:?}");
 }
 
-/// Hands its args to `capsule_delete` and returns the host's answer.
-const CLEANER_WAT: &str = r#"(module
-  (import "forge" "capsule_delete" (func $delete (param i32 i32) (result i64)))
-  (memory (export "memory") 2)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "forge_alloc") (param $size i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $ptr))
-  (func (export "process") (param $ptr i32) (param $len i32) (result i64)
-    (call $delete (local.get $ptr) (local.get $len))))"#;
-
 #[test]
 fn an_overlay_deletes_only_capsules_its_trust_reaches_and_the_audit_trail_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let server = Launch::new(&dir.path().join("data")).start();
     let admin = server.admin();
     let manifest = "name = \"cleaner\"\nversion = \"1.0.0\"\ncapabilities = [\"capsule:delete\"]\n";
-    let cleaner = admin.register(manifest.into(), CLEANER_WAT.as_bytes().to_vec(), None).unwrap();
+    let cleaner =
+        admin.register(manifest.into(), forwarding_guest("capsule_delete").into_bytes(), None).unwrap();
     assert!(cleaner.requires_approval, "capsule:delete needs an admin's approval");
     assert_eq!(cleaner.trust_level, TrustLevel::Sandbox);
     admin.transition(cleaner.id, LifecycleAction::Activate, None).unwrap();

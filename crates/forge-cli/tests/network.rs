@@ -12,19 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 
-/// A guest whose `process` hands its input to `http_request` and returns the answer.
-const FETCH_WAT: &str = r#"(module
-  (import "forge" "http_request" (func $http (param i32 i32) (result i64)))
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "forge_alloc") (param $size i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $ptr))
-  (func (export "process") (param $ptr i32) (param $len i32) (result i64)
-    (call $http (local.get $ptr) (local.get $len))))"#;
-
 /// Answers every request on 127.0.0.1 with a small JSON document; returns its port.
 fn upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -60,8 +47,11 @@ fn an_allowed_request_succeeds_through_the_api_and_is_logged_and_counted() {
         Launch::new(&dir.path().join("data")).arg("--http-allowed-hosts").arg("http://127.0.0.1:*").start();
     let admin = server.admin();
 
-    let outside =
-        admin.register(fetch_manifest("0.9.0", &["api.example.com".into()]), FETCH_WAT.into(), None);
+    let outside = admin.register(
+        fetch_manifest("0.9.0", &["api.example.com".into()]),
+        forwarding_guest("http_request").into_bytes(),
+        None,
+    );
     let err = refusal(outside, 422, ErrorCode::ValidationError);
     assert!(
         err.message.contains("`api.example.com`") && err.message.contains("http_allowed_hosts"),
@@ -69,7 +59,9 @@ fn an_allowed_request_succeeds_through_the_api_and_is_logged_and_counted() {
     );
 
     let pattern = format!("http://127.0.0.1:{port}");
-    let overlay = admin.register(fetch_manifest("1.0.0", &[pattern]), FETCH_WAT.into(), None).unwrap();
+    let overlay = admin
+        .register(fetch_manifest("1.0.0", &[pattern]), forwarding_guest("http_request").into_bytes(), None)
+        .unwrap();
     assert!(overlay.requires_approval, "network:http is privileged");
     admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap();
 
@@ -98,7 +90,7 @@ fn run_uses_the_same_client_and_checks() {
     let port = upstream();
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("fetch.wat");
-    std::fs::write(&wasm, FETCH_WAT).unwrap();
+    std::fs::write(&wasm, forwarding_guest("http_request")).unwrap();
     let run = |hosts: &[String], url: String| {
         let manifest = dir.path().join("overlay.toml");
         std::fs::write(&manifest, fetch_manifest("1.0.0", hosts)).unwrap();

@@ -236,3 +236,29 @@ fn bodies_wait_for_room_in_the_body_budget_then_get_429() {
     std::thread::sleep(Duration::from_millis(300));
     admin.post("/api/v1/capsules", &capsule).data(201);
 }
+
+#[test]
+fn a_trickled_body_loses_its_room_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(&data_dir(&dir))
+        .env("FORGE_MAX_BODY_BYTES", "1048576")
+        .env("FORGE_MAX_BODY_BYTES_IN_FLIGHT", "1048576")
+        .env("FORGE_BODY_READ_TIMEOUT_SECS", "1")
+        .start();
+    let admin = server.admin();
+    // The whole budget declared, one byte sent: without a deadline this would hold it for ever.
+    let mut trickler = connect(&server.url);
+    write!(
+        trickler,
+        "POST /api/v1/overlays HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = read_answer(&mut trickler);
+    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let capsule = json!({"content": "room again", "type": "knowledge"});
+    admin.post("/api/v1/capsules", &capsule).data(201);
+}

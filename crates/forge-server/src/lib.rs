@@ -47,7 +47,7 @@ impl AppState {
             service,
             http: http_metrics::HttpMetrics::new(),
             openapi: api::document(limits),
-            bodies: limits::BodyBudget::new(limits.max_body_bytes_in_flight),
+            bodies: limits::BodyBudget::new(limits.max_body_bytes_in_flight, limits.body_read_timeout),
             calls: TaskTracker::new(),
         }
     }
@@ -62,6 +62,8 @@ pub struct HttpLimits {
     pub max_input_bytes: usize,
     /// Body bytes received at once over all requests (`max_body_bytes_in_flight`).
     pub max_body_bytes_in_flight: usize,
+    /// How long a request body may take to arrive whole (`body_read_timeout_secs`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The limits of the default configuration.

@@ -5,13 +5,19 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
+use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{CONNECTION, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use forge_model::{ErrorCode, ForgeError, NewCapsule};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -45,16 +51,18 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 /// How long a request waits for room in the body budget before a 429.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
-/// Body bytes being received at once, over all requests, counted in KiB.
+/// Body bytes being received at once, over all requests, counted in KiB, and how long a body may
+/// take to arrive whole.
 pub struct BodyBudget {
     kib: Arc<Semaphore>,
     total_kib: u32,
+    read_timeout: Duration,
 }
 
 impl BodyBudget {
-    pub fn new(total_bytes: usize) -> Self {
+    pub fn new(total_bytes: usize, read_timeout: Duration) -> Self {
         let total_kib = u32::try_from(total_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        BodyBudget { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
+        BodyBudget { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib, read_timeout }
     }
 
     /// Room for `bytes`, waiting up to [`BUDGET_WAIT`]; 429 if none came.
@@ -83,21 +91,63 @@ pub struct BodyLimit {
 /// declared body before reading it, and holds room in the body budget while the request runs.
 pub async fn bound_body(State(limit): State<BodyLimit>, request: Request, next: Next) -> Response {
     let app = request.extensions().get::<Arc<AppState>>().cloned();
-    let hint = axum::body::HttpBody::size_hint(request.body());
+    let hint = request.body().size_hint();
     let max_bytes = limit.max_bytes as u64;
     if hint.lower() > max_bytes {
         return refuse_oversized(app, request, hint.lower(), limit).await;
     }
     let Some(app) = app else { return next.run(request).await };
     let expected = hint.upper().unwrap_or(max_bytes).min(max_bytes);
-    let _room = match expected {
-        0 => None,
-        bytes => match app.bodies.reserve(bytes).await {
-            Ok(room) => Some(room),
-            Err(refusal) => return ApiError(refusal).into_response(),
-        },
+    if expected == 0 {
+        return next.run(request).await;
+    }
+    let _room = match app.bodies.reserve(expected).await {
+        Ok(room) => room,
+        Err(refusal) => return ApiError(refusal).into_response(),
     };
-    next.run(request).await
+    // Room in the budget is held until the request ends: a client trickling its body would hold it
+    // for ever without a deadline.
+    let deadline = tokio::time::sleep(app.bodies.read_timeout);
+    next.run(request.map(|body| Body::new(WithDeadline { body, deadline }))).await
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails once its deadline passes before it has all arrived.
+    struct WithDeadline {
+        #[pin]
+        body: Body,
+        #[pin]
+        deadline: tokio::time::Sleep,
+    }
+}
+
+impl HttpBody for WithDeadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.deadline.poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive in time"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// 413 for a body declared longer than its route takes. A caller without a valid token gets its

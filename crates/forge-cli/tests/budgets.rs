@@ -144,15 +144,7 @@ fn calls_beyond_the_memory_budget_are_refused_with_429() {
     // Room for one call of 64 MiB (the manifests' default) at a time.
     let mut server = Launch::new(&data_dir(&dir)).env("FORGE_MEMORY_BUDGET_MB", "100").start();
     let admin = server.admin();
-    let spinners: Vec<uuid::Uuid> = ["spin", "spin-b"]
-        .into_iter()
-        .map(|name| {
-            let mut manifest = spin_manifest(1500);
-            manifest["name"] = json!(name);
-            let overlay = admin.register_json(manifest, SPIN_WAT.as_bytes(), None).unwrap();
-            admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
-        })
-        .collect();
+    let spinners = admin.active_spinners(&["spin", "spin-b"], 1500);
     let running = {
         let admin = admin.clone();
         let spinner = spinners[0];

@@ -470,15 +470,7 @@ fn too_many_invocations_in_flight_are_refused_with_429_and_retry_after() {
         .env("FORGE_LOG_FORMAT", "json")
         .start();
     let admin = server.admin();
-    let spinners: Vec<Uuid> = ["spin", "spin-b"]
-        .into_iter()
-        .map(|name| {
-            let mut manifest = spin_manifest(1500);
-            manifest["name"] = json!(name);
-            let overlay = admin.register_json(manifest, SPIN_WAT.as_bytes(), None).unwrap();
-            admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
-        })
-        .collect();
+    let spinners = admin.active_spinners(&["spin", "spin-b"], 1500);
     let echo = admin.active_echo("echo", "0.1.0").id;
 
     let spin = |spinner: Uuid| {

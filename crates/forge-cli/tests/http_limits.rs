@@ -51,6 +51,23 @@ fn read_answer(stream: &mut TcpStream) -> String {
     String::from_utf8(answer).unwrap()
 }
 
+/// Starts the server with bodies of at most 1 MiB, and 1 MiB of them in flight.
+fn start_with_a_1_mib_body_budget(launch: Launch) -> ServerProcess {
+    launch.env("FORGE_MAX_BODY_BYTES", "1048576").env("FORGE_MAX_BODY_BYTES_IN_FLIGHT", "1048576").start()
+}
+
+/// A registration that declares a body of 1 MiB and sends one byte of it.
+fn declare_the_whole_budget(server: &ServerProcess) -> TcpStream {
+    let mut stream = connect(&server.url);
+    write!(
+        stream,
+        "POST /api/v1/overlays HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
+    )
+    .unwrap();
+    stream
+}
+
 /// True once the server has closed `stream` (a read sees the end, or a reset).
 fn closed_by_server(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -208,19 +225,10 @@ fn an_invocation_whose_client_left_still_ends_and_is_counted() {
 #[test]
 fn bodies_wait_for_room_in_the_body_budget_then_get_429() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Launch::new(&data_dir(&dir))
-        .env("FORGE_MAX_BODY_BYTES", "1048576")
-        .env("FORGE_MAX_BODY_BYTES_IN_FLIGHT", "1048576")
-        .start();
+    let server = start_with_a_1_mib_body_budget(Launch::new(&data_dir(&dir)));
     let admin = server.admin();
     // A registration that declares the whole budget and sends nothing of its body holds it all.
-    let mut holder = connect(&server.url);
-    write!(
-        holder,
-        "POST /api/v1/overlays HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
-    )
-    .unwrap();
+    let holder = declare_the_whole_budget(&server);
     std::thread::sleep(Duration::from_millis(300));
     let capsule = json!({"content": "waits", "type": "knowledge"});
     let started = Instant::now();
@@ -241,19 +249,11 @@ fn bodies_wait_for_room_in_the_body_budget_then_get_429() {
 fn a_trickled_body_loses_its_room_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let server = Launch::new(&data_dir(&dir))
-        .env("FORGE_MAX_BODY_BYTES", "1048576")
-        .env("FORGE_MAX_BODY_BYTES_IN_FLIGHT", "1048576")
         .env("FORGE_BODY_READ_TIMEOUT_SECS", "1")
-        .start();
+        .start_with_a_1_mib_body_budget();
     let admin = server.admin();
     // The whole budget declared, one byte sent: without a deadline this would hold it for ever.
-    let mut trickler = connect(&server.url);
-    write!(
-        trickler,
-        "POST /api/v1/overlays HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
-    )
-    .unwrap();
+    let mut trickler = declare_the_whole_budget(&server);
     let started = Instant::now();
     let answer = read_answer(&mut trickler);
     assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");

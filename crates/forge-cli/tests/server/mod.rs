@@ -364,6 +364,18 @@ impl Api {
         self.transition(overlay.id, LifecycleAction::Activate, None).unwrap()
     }
 
+    /// Overlays that spin until their deadline of `max_execution_ms`, one per name, registered and
+    /// activated.
+    pub fn active_spinners(&self, names: &[&str], max_execution_ms: u32) -> Vec<uuid::Uuid> {
+        let spinner = |name: &&str| {
+            let mut manifest = spin_manifest(max_execution_ms);
+            manifest["name"] = json!(name);
+            let overlay = self.register_json(manifest, SPIN_WAT.as_bytes(), None).unwrap();
+            self.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
+        };
+        names.iter().map(spinner).collect()
+    }
+
     pub fn health(&self, id: uuid::Uuid) -> HealthReport {
         self.overlay_health(id).unwrap()
     }

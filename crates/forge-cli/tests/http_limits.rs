@@ -248,9 +248,8 @@ fn bodies_wait_for_room_in_the_body_budget_then_get_429() {
 #[test]
 fn a_trickled_body_loses_its_room_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Launch::new(&data_dir(&dir))
-        .env("FORGE_BODY_READ_TIMEOUT_SECS", "1")
-        .start_with_a_1_mib_body_budget();
+    let server =
+        start_with_a_1_mib_body_budget(Launch::new(&data_dir(&dir)).env("FORGE_BODY_READ_TIMEOUT_SECS", "1"));
     let admin = server.admin();
     // The whole budget declared, one byte sent: without a deadline this would hold it for ever.
     let mut trickler = declare_the_whole_budget(&server);

@@ -38,14 +38,11 @@ pub(crate) async fn run(engine: &wasmtime::Engine, plan: CallPlan<'_>) -> CallOu
     let log = SharedLog::new(plan.limits.max_log_bytes);
     let elapsed_ms = || started.elapsed().as_secs_f64() * 1e3;
     // File mounts are preopened only for modules that import WASI, the only way to reach them.
-    let files_and_wasi = if prepared.uses_wasi() {
-        CallFiles::open(prepared.mounts()).and_then(|files| {
-            let wasi = log.wasi_context(files.preopens())?;
-            Ok((files, Some(wasi)))
-        })
-    } else {
-        CallFiles::open(&[]).map(|files| (files, None))
-    };
+    let mounts = if prepared.uses_wasi() { prepared.mounts() } else { &[] };
+    let files_and_wasi = CallFiles::open(mounts).and_then(|files| {
+        let wasi = prepared.uses_wasi().then(|| log.wasi_context(files.preopens())).transpose()?;
+        Ok((files, wasi))
+    });
     let (files, wasi) = match files_and_wasi {
         Ok(opened) => opened,
         Err(error) => {

@@ -5,6 +5,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
+use axum::Extension;
 use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{CONNECTION, HeaderValue};
@@ -89,14 +90,17 @@ pub struct BodyLimit {
 /// Middleware of a group of routes whose bodies may be at most `limit.max_bytes` (the group also
 /// carries `DefaultBodyLimit::max`, which cuts off a longer body while it streams): refuses a longer
 /// declared body before reading it, and holds room in the body budget while the request runs.
-pub async fn bound_body(State(limit): State<BodyLimit>, request: Request, next: Next) -> Response {
-    let app = request.extensions().get::<Arc<AppState>>().cloned();
+pub async fn bound_body(
+    State(limit): State<BodyLimit>,
+    Extension(app): Extension<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let hint = request.body().size_hint();
     let max_bytes = limit.max_bytes as u64;
     if hint.lower() > max_bytes {
         return refuse_oversized(app, request, hint.lower(), limit).await;
     }
-    let Some(app) = app else { return next.run(request).await };
     let expected = hint.upper().unwrap_or(max_bytes).min(max_bytes);
     if expected == 0 {
         return next.run(request).await;
@@ -152,17 +156,9 @@ impl HttpBody for WithDeadline {
 
 /// 413 for a body declared longer than its route takes. A caller without a valid token gets its
 /// 401 at once and the connection is closed: nobody makes the server read a huge body for nothing.
-async fn refuse_oversized(
-    app: Option<Arc<AppState>>,
-    request: Request,
-    length: u64,
-    limit: BodyLimit,
-) -> Response {
+async fn refuse_oversized(app: Arc<AppState>, request: Request, length: u64, limit: BodyLimit) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = match &app {
-        Some(app) => Caller::from_request_parts(&mut parts, app).await.map(drop),
-        None => Ok(()),
-    };
+    let caller = Caller::from_request_parts(&mut parts, &app).await.map(drop);
     let drained = caller.is_ok() && length <= DRAIN_LIMIT;
     if drained {
         let mut body = body;

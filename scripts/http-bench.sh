@@ -5,6 +5,9 @@
 #
 #   scripts/http-bench.sh [SECONDS] [CONNECTIONS] [WRK_THREADS]
 #
+# FORGE_BENCH_OVERLAY=log-line runs fixtures/wasm/log-line instead of echo: the same work plus one
+# log line per call, kept in the overlay's log (the summary's log_entries_kept).
+#
 # The server runs on the embedded default unless FORGE_DATABASE_URL (e.g. a PostgreSQL URL) is set.
 # FORGE_OVERLAY_BIN runs that binary instead of building this checkout's release binary (to compare
 # two builds in one session).
@@ -29,7 +32,10 @@ for _ in $(seq 100); do grep -q '^listening on ' "$work/stdout" && break; sleep 
 url="$(sed -n 's/^listening on //p' "$work/stdout")"
 [[ -n "$url" ]] || { cat "$work/stderr" >&2; exit 1; }
 auth="Authorization: Bearer $token"
-id="$(curl -sf -H "$auth" -F manifest=@fixtures/wasm/echo.toml -F wasm=@fixtures/wasm/echo.wasm \
+overlay="${FORGE_BENCH_OVERLAY:-echo}"
+module="fixtures/wasm/$overlay.wasm"
+[[ -f "$module" ]] || module="fixtures/wasm/$overlay.wat"
+id="$(curl -sf -H "$auth" -F manifest=@"fixtures/wasm/$overlay.toml" -F wasm=@"$module" \
     "$url/api/v1/overlays" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')"
 curl -sf -H "$auth" -X POST "$url/api/v1/overlays/$id/activate" >/dev/null
 cat >"$work/invoke.lua" <<LUA
@@ -54,6 +60,9 @@ backend=sqlite
 # Requests still in flight when wrk stops are served and counted but not reported by wrk.
 (( counted >= requests && counted <= requests + connections )) ||
     { echo "counted $counted invocations for $requests requests" >&2; exit 1; }
-printf '{"backend": "%s", "seconds": %s, "connections": %s, "requests": %s, "requests_per_sec": %s, "p50_us": %s, "p99_us": %s, "mean_us": %s, "status_errors": %s, "socket_errors": %s, "timeouts": %s, "invocations_counted": %s}\n' \
-    "$backend" "$seconds" "$connections" "$requests" "$rps" \
-    "$p50" "$p99" "$mean" "$status_errors" "$socket_errors" "$timeouts" "$counted"
+# Entries in the overlay's kept log ("null" from a build without logs, to compare with).
+logged="$(curl -s -H "$auth" "$url/api/v1/overlays/$id/logs?limit=1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin).get("meta", {}).get("total", "null"))')"
+printf '{"overlay": "%s", "backend": "%s", "seconds": %s, "connections": %s, "requests": %s, "requests_per_sec": %s, "p50_us": %s, "p99_us": %s, "mean_us": %s, "status_errors": %s, "socket_errors": %s, "timeouts": %s, "invocations_counted": %s, "log_entries_kept": %s}\n' \
+    "$overlay" "$backend" "$seconds" "$connections" "$requests" "$rps" \
+    "$p50" "$p99" "$mean" "$status_errors" "$socket_errors" "$timeouts" "$counted" "$logged"

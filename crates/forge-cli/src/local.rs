@@ -7,7 +7,7 @@ use crate::input;
 use clap::Args;
 use forge_model::{ForgeError, OverlayInvocation, OverlayManifest, TrustLevel};
 use forge_runtime::{
-    HostServices, InMemoryCapsules, LogLevel, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
+    HostServices, InMemoryCapsules, Mount, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
 };
 use forge_service::OutboundHttp;
 use serde_json::{Map, Value};
@@ -140,11 +140,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => return rejected(&e),
     };
     for line in &outcome.log.lines {
-        let level = match line.level {
-            LogLevel::Info => "info",
-            LogLevel::Error => "error",
-        };
-        eprintln!("[{level}] {}", line.message);
+        eprintln!("[{}] {}", line.level, line.message);
     }
     if outcome.log.dropped_lines > 0 {
         eprintln!(

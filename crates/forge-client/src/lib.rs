@@ -18,12 +18,12 @@
 
 use base64::Engine;
 use forge_model::api::{
-    CreatedUser, Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, RevokeBody,
-    Revoked, RevokedTokens, SearchQuery, ServerHealth, TokenInfo, TrustLevelBody,
+    CreatedUser, Data, DeleteQuery, List, ListQuery, LogsQuery, PageQuery, ReasonBody, RegisterJson,
+    RevokeBody, Revoked, RevokedTokens, SearchQuery, ServerHealth, TokenInfo, TrustLevelBody,
 };
 use forge_model::{
-    AuditEvent, Capsule, CapsuleHit, ForgeError, HealthReport, LifecycleAction, NewCapsule, NewUser, Overlay,
-    OverlayInvocation, OverlayResult, User,
+    AuditEvent, Capsule, CapsuleHit, ForgeError, HealthReport, LifecycleAction, LogEntry, NewCapsule,
+    NewUser, Overlay, OverlayInvocation, OverlayResult, User,
 };
 use reqwest::blocking::{RequestBuilder, multipart};
 use reqwest::header::RETRY_AFTER;
@@ -290,6 +290,11 @@ impl Client {
     /// One page of an overlay's audit trail, oldest first.
     pub fn events(&self, id: Uuid, page: PageQuery) -> Result<List<AuditEvent>, Error> {
         self.call(self.get(&["api", "v1", "overlays", &id.to_string(), "events"], &page))
+    }
+
+    /// The overlay's kept log entries matching `query`, newest first.
+    pub fn overlay_logs(&self, id: Uuid, query: &LogsQuery) -> Result<List<LogEntry>, Error> {
+        self.call(self.get(&["api", "v1", "overlays", &id.to_string(), "logs"], query))
     }
 
     pub fn create_capsule(&self, capsule: &NewCapsule) -> Result<Capsule, Error> {

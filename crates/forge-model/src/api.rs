@@ -5,13 +5,17 @@
 //! the model's own types; these only wrap them.
 
 use crate::{
-    CapabilityName, CapsuleType, NewCapsule, NewUser, OverlayFilter, OverlayState, Page, PageRequest, Role,
-    TrustLevel, User,
+    CapabilityName, CapsuleType, LogLevel, LogQuery, NewCapsule, NewUser, OverlayFilter, OverlayState, Page,
+    PageRequest, Role, TrustLevel, User,
 };
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The response header carrying an invocation's id (also its result's `invocation_id`).
+pub const INVOCATION_ID_HEADER: &str = "x-forge-invocation-id";
 
 /// A single resource: `{"data": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +173,45 @@ pub struct PageQuery {
 impl From<PageQuery> for PageRequest {
     fn from(query: PageQuery) -> Self {
         PageRequest::new(query.page, query.per_page)
+    }
+}
+
+/// `GET /overlays/{id}/logs` query: the overlay's kept log entries, newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Most entries returned, 1..=1000. Default: 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only entries written after this instant (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries at least this serious: `error` gives errors and failures only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<LogLevel>,
+    /// Only the entries of this invocation: its lines and, if it failed, its failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
+}
+
+impl From<LogsQuery> for LogQuery {
+    /// Out-of-range limits are brought into range, as pages are.
+    fn from(query: LogsQuery) -> Self {
+        LogQuery {
+            limit: query.limit.unwrap_or(LogQuery::DEFAULT_LIMIT).clamp(1, LogQuery::MAX_LIMIT),
+            since: query.since,
+            level: query.level,
+            invocation_id: query.invocation_id,
+        }
+    }
+}
+
+impl<T> List<T> {
+    /// The first `limit` items of a list of `total` (lists read by a limit, not by pages).
+    pub fn first(data: Vec<T>, total: u64, limit: u32) -> Self {
+        let pages = total.div_ceil(u64::from(limit.max(1))) as u32;
+        List { data, meta: Meta { total, page: 1, per_page: limit, pages } }
     }
 }
 

@@ -1,10 +1,12 @@
 //! Invocation requests and their results.
 
 use crate::error::{FieldError, ForgeError};
+use crate::logs::LogLine;
 use crate::manifest::limits::EXECUTION_MS_RANGE;
 use crate::names::wire_names;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 /// A request to run one entry point of an overlay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,11 +22,15 @@ pub struct OverlayInvocation {
     /// Caps the call's wall-clock time below the manifest's `max_execution_ms` (100..=30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
+    /// Return the call's log lines in the result (`logs`); only for callers who may read the
+    /// overlay's logs (its submitter, admins, operators), 403 for others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_logs: bool,
 }
 
 impl OverlayInvocation {
     pub fn new(function: impl Into<String>, args: Map<String, Value>) -> Self {
-        OverlayInvocation { function: function.into(), args, timeout_ms: None }
+        OverlayInvocation { function: function.into(), args, timeout_ms: None, include_logs: false }
     }
 
     pub fn validate(&self) -> Result<(), ForgeError> {
@@ -155,6 +161,15 @@ pub struct OverlayResult {
     pub execution_time_ms: f64,
     /// Fuel actually used by this call, also when it failed.
     pub fuel_consumed: u64,
+    /// The call's id (UUIDv7), also in the `X-Forge-Invocation-Id` header and on its log entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
+    /// The lines the call logged, when the invocation asked for them (`include_logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogLine>>,
+    /// Lines the call wrote past its log budget, not in `logs`; with `logs` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_dropped: Option<u64>,
 }
 
 impl OverlayResult {
@@ -175,6 +190,9 @@ impl OverlayResult {
             error_kind: None,
             execution_time_ms,
             fuel_consumed,
+            invocation_id: None,
+            logs: None,
+            logs_dropped: None,
         }
     }
 
@@ -191,6 +209,9 @@ impl OverlayResult {
             error_kind: Some(kind),
             execution_time_ms,
             fuel_consumed,
+            invocation_id: None,
+            logs: None,
+            logs_dropped: None,
         }
     }
 }
@@ -213,7 +234,11 @@ mod tests {
         assert!(inv.shortens_deadline(5000) && !inv.shortens_deadline(250) && !inv.shortens_deadline(200));
         assert!(!no_timeout.shortens_deadline(5000));
 
-        let bad = OverlayInvocation { function: String::new(), args: Map::new(), timeout_ms: Some(99) };
+        let bad = OverlayInvocation {
+            function: String::new(),
+            timeout_ms: Some(99),
+            ..OverlayInvocation::new("", Map::new())
+        };
         let err = bad.validate().unwrap_err();
         assert!(err.message.contains("function") && err.message.contains("timeout_ms"));
         assert!(serde_json::from_value::<OverlayInvocation>(json!({"function": "f", "args": [1]})).is_err());

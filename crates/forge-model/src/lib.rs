@@ -1,7 +1,7 @@
 //! Forge overlay domain model: the types every other crate of the runtime shares.
 //!
 //! Pure data and rules, no I/O: manifests and their validation, overlays and their lifecycle,
-//! trust levels, invocations and results, capsules, users and the audit trail, and the one error
+//! trust levels, invocations, their results and logs, capsules, users and the audit trail, and the one error
 //! type with Forge's wire body.
 
 pub mod api;
@@ -10,6 +10,7 @@ pub mod capability;
 pub mod capsule;
 pub mod error;
 pub mod invocation;
+pub mod logs;
 pub mod manifest;
 mod names;
 pub mod network;
@@ -23,6 +24,7 @@ pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
 pub use error::{ErrorCode, FieldError, ForgeError, abbreviated};
 pub use invocation::{Blame, ErrorKind, OverlayInvocation, OverlayResult};
+pub use logs::{LogEntry, LogLevel, LogLine, LogQuery, LogRetention, log_time};
 pub use manifest::{BuildSpec, MountGrant, OverlayManifest};
 pub use overlay::{
     HealthReport, LatencyHistogram, Overlay, OverlayFilter, OverlayHealth, Page, PageRequest,

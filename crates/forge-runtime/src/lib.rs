@@ -55,7 +55,7 @@ pub use host::{
     CapsuleStore, FORBIDDEN_HEADERS, HostCallError, HostServices, HttpClient, HttpRequest, HttpResponse,
     InMemoryCapsules, MAX_SEARCH_LIMIT, METHODS, NoNetwork, OutboundRequest, target_allowed,
 };
-pub use log::{CallLog, LOG_LINE_OVERHEAD_BYTES, LogLevel, LogLine, MAX_LOG_LINES};
+pub use log::{CallLog, LOG_LINE_OVERHEAD_BYTES, MAX_LOG_LINES};
 pub use prepared::PreparedOverlay;
 pub use runtime::{Runtime, wasm_from_binary_or_text};
 pub use state::OverlayIdentity;

@@ -1,22 +1,9 @@
 //! The bounded log of one call: `log_info` / `log_error` lines and WASI stdout / stderr.
 
+use forge_model::{LogLevel, LogLine};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Where a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Info,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub level: LogLevel,
-    pub message: String,
-}
 
 /// Most lines one call keeps, however short: an empty line costs host memory too.
 pub const MAX_LOG_LINES: usize = 1000;
@@ -119,7 +106,8 @@ impl LogState {
             return;
         }
         self.budget -= cost;
-        self.log.lines.push(LogLine { level, message: String::from_utf8_lossy(bytes).into_owned() });
+        let message = String::from_utf8_lossy(bytes).into_owned();
+        self.log.lines.push(LogLine { level, message, at: forge_model::log_time() });
     }
 }
 

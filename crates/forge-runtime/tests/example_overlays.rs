@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use forge_model::{CapsuleType, ErrorKind, NewCapsule, OverlayManifest, TrustLevel};
-use forge_runtime::{CapsuleStore, HostServices, InMemoryCapsules, LogLevel, NoNetwork};
+use forge_model::{CapsuleType, ErrorKind, LogLevel, NewCapsule, OverlayManifest, TrustLevel};
+use forge_runtime::{CapsuleStore, HostServices, InMemoryCapsules, NoNetwork};
 use serde_json::{Value, json};
 use std::sync::Arc;
 

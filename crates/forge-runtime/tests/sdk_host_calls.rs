@@ -5,10 +5,10 @@
 
 mod common;
 use common::*;
-use forge_model::{CapsuleType, ErrorKind, TrustLevel};
+use forge_model::{CapsuleType, ErrorKind, LogLevel, TrustLevel};
 use forge_runtime::{
     CallOutcome, GuestErrorCode, HostCallError, HostServices, HttpClient, HttpResponse, InMemoryCapsules,
-    LogLevel, OutboundRequest, PreparedOverlay, Runtime,
+    OutboundRequest, PreparedOverlay, Runtime,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;

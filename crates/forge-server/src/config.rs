@@ -8,8 +8,8 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, Command, FromArgMatches};
-use forge_model::QuarantinePolicy;
 use forge_model::network::HostPattern;
+use forge_model::{LogRetention, QuarantinePolicy};
 use forge_service::ServiceConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -141,6 +141,28 @@ pub struct ServerConfig {
         default_value_t = QuarantinePolicy::default().window_calls
     )]
     pub quarantine_window_calls: u32,
+
+    /// Log entries kept per overlay (the newest; lines its calls logged and their failures), in the
+    /// database so every process serves them; at least 1.
+    ///
+    /// More keeps a longer story per overlay, at the cost of database space and slower log reads.
+    #[arg(
+        long,
+        env = "FORGE_LOG_RETENTION_ENTRIES",
+        value_name = "N",
+        default_value_t = ServiceConfig::default().log_retention.max_entries
+    )]
+    pub log_retention_entries: u64,
+
+    /// Bytes of log messages kept per overlay, whichever of this and `log_retention_entries` is
+    /// reached first; at least 1.
+    #[arg(
+        long,
+        env = "FORGE_LOG_RETENTION_BYTES",
+        value_name = "BYTES",
+        default_value_t = ServiceConfig::default().log_retention.max_bytes
+    )]
+    pub log_retention_bytes: u64,
 
     /// Sum, in MiB, of the `max_memory_mb` of the invocations running at once; past it, 429. Default:
     /// half of the machine's physical memory, read at start.
@@ -394,6 +416,8 @@ impl ServerConfig {
                 let range = QuarantinePolicy::WINDOW_CALLS_RANGE;
                 format!("quarantine_window_calls must be between {} and {}", range.start(), range.end())
             }),
+            (self.log_retention_entries == 0).then(|| "log_retention_entries must be at least 1".to_owned()),
+            (self.log_retention_bytes == 0).then(|| "log_retention_bytes must be at least 1".to_owned()),
             (self.memory_budget_mb == Some(0)).then(|| "memory_budget_mb must be at least 1".to_owned()),
             (self.max_module_bytes == 0).then(|| "max_module_bytes must be at least 1".to_owned()),
             (self.max_concurrent_compilations == Some(0))
@@ -431,6 +455,10 @@ impl ServerConfig {
             quarantine: QuarantinePolicy {
                 window_calls: self.quarantine_window_calls,
                 ..defaults.quarantine
+            },
+            log_retention: LogRetention {
+                max_entries: self.log_retention_entries,
+                max_bytes: self.log_retention_bytes,
             },
             memory_budget_mb: self.memory_budget_mb.unwrap_or(defaults.memory_budget_mb),
             max_concurrent_compilations: self
@@ -613,9 +641,21 @@ mod tests {
         let err = load(None, &["--max-in-flight", "0", "--max-body-bytes", "0"]).unwrap_err().to_string();
         assert!(err.contains("max_in_flight") && err.contains("max_body_bytes"), "{err}");
 
-        let zeros = ["--memory-budget-mb=0", "--max-module-bytes=0", "--registrations-per-minute=0"];
+        let zeros = [
+            "--memory-budget-mb=0",
+            "--max-module-bytes=0",
+            "--registrations-per-minute=0",
+            "--log-retention-entries=0",
+            "--log-retention-bytes=0",
+        ];
         let err = load(None, &zeros).unwrap_err().to_string();
-        for setting in ["memory_budget_mb", "max_module_bytes", "registrations_per_minute"] {
+        for setting in [
+            "memory_budget_mb",
+            "max_module_bytes",
+            "registrations_per_minute",
+            "log_retention_entries",
+            "log_retention_bytes",
+        ] {
             assert!(err.contains(setting), "{err}");
         }
 
@@ -638,6 +678,12 @@ mod tests {
         let window = load(None, &["--quarantine-window-calls", "50"]).unwrap();
         assert_eq!(window.service_config().quarantine.window_calls, 50);
         assert_eq!(ServerConfig::default().service_config().quarantine, QuarantinePolicy::default());
+        let retention =
+            load(None, &["--log-retention-entries", "20", "--log-retention-bytes", "4096"]).unwrap();
+        assert_eq!(
+            retention.service_config().log_retention,
+            LogRetention { max_entries: 20, max_bytes: 4096 }
+        );
     }
 
     #[test]

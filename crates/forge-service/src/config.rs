@@ -1,7 +1,7 @@
 //! Service settings, each with its default and what it trades.
 
-use forge_model::QuarantinePolicy;
 use forge_model::network::HostPattern;
+use forge_model::{LogRetention, QuarantinePolicy};
 use forge_runtime::RuntimeConfig;
 use std::time::Duration;
 
@@ -113,6 +113,24 @@ pub struct ServiceConfig {
     /// asking; the address checks (no private or loopback address unless named literally) hold
     /// either way.
     pub http_allowed_hosts: Vec<HostPattern>,
+
+    /// How much of each overlay's log is kept in the database, the newest entries (lines and the
+    /// failures of its invocations) within both bounds. Default: 1 000 entries and 1 MiB of
+    /// messages, whichever is reached first.
+    ///
+    /// Every process serves the same kept log. More keeps a longer story per overlay at the cost of
+    /// database space (up to this per overlay, plus a tenth before a trim) and of longer reads;
+    /// entries waiting to be written are held to the same bounds per overlay, so a database outage
+    /// costs at most this much memory per logging overlay.
+    pub log_retention: LogRetention,
+
+    /// How long the log writer gathers entries after the first of an idle period before it writes
+    /// them, one row per overlay. Default: 100 ms.
+    ///
+    /// Longer writes fewer, larger rows (less work per line for the database); shorter shows lines
+    /// to readers on other processes sooner. A reader on the process that ran the call sees its
+    /// lines at once, and a graceful shutdown writes everything; SIGKILL loses what is gathering.
+    pub log_batch_window: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -133,6 +151,8 @@ impl Default for ServiceConfig {
             token_cache_ttl: Duration::from_secs(5),
             failed_auth_per_minute: 60,
             http_allowed_hosts: Vec::new(),
+            log_retention: LogRetention { max_entries: 1000, max_bytes: 1 << 20 },
+            log_batch_window: Duration::from_millis(100),
         }
     }
 }

@@ -8,6 +8,7 @@
 use crate::OverlayService;
 use crate::access::{Operation, require, require_trust};
 use crate::cache::Entry;
+use crate::logs::require_log_access;
 use forge_model::{
     ForgeError, HealthReport, Overlay, OverlayInvocation, OverlayResult, OverlayState, Principal,
 };
@@ -15,6 +16,7 @@ use forge_runtime::{OverlayIdentity, PreparedOverlay};
 use forge_storage::HealthOutcome;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Seconds a refused client is asked to wait before retrying.
@@ -75,6 +77,9 @@ impl OverlayService {
             return Err(invocation.unknown_entry_point(&entry.label, entry_points.iter().map(String::as_str)));
         }
         invocation.validate()?;
+        if invocation.include_logs {
+            require_log_access(caller, &overlay.submitted_by)?;
+        }
         let _admission = self.admit(&entry, overlay.manifest.max_memory_mb)?;
         let prepared = self.prepared(&entry, &overlay).await?;
         let identity = OverlayIdentity {
@@ -82,14 +87,26 @@ impl OverlayService {
             name: entry.overlay_name.clone(),
             trust_level: overlay.trust_level,
         };
-        let outcome = self.inner.runtime.invoke(&prepared, &identity, &invocation).await?;
+        let invocation_id = Uuid::now_v7();
+        let span = tracing::info_span!("invocation", id = %invocation_id, overlay = %entry.label);
+        let outcome =
+            self.inner.runtime.invoke(&prepared, &identity, &invocation).instrument(span.clone()).await?;
+        let (mut result, log) = (outcome.result, outcome.log);
         let deadline_shortened = invocation.shortens_deadline(overlay.manifest.max_execution_ms);
-        self.inner.recorder.record(id, &outcome.result, deadline_shortened);
-        entry.series.observe(&outcome.result);
-        for line in &outcome.log.lines {
-            tracing::debug!(overlay = %entry.label, level = ?line.level, "{}", line.message);
+        self.inner.recorder.record(id, &result, deadline_shortened);
+        entry.series.observe(&result, &log);
+        span.in_scope(|| {
+            for line in &log.lines {
+                tracing::debug!(level = %line.level, "{}", line.message);
+            }
+        });
+        result.invocation_id = Some(invocation_id);
+        if invocation.include_logs {
+            result.logs = Some(log.lines.clone());
+            result.logs_dropped = Some(log.dropped_lines);
         }
-        Ok(outcome.result)
+        self.inner.logs.record(id, invocation_id, log.lines, &result);
+        Ok(result)
     }
 
     /// Invokes the newest active version (by semver) of the overlay named `name`.

@@ -11,6 +11,7 @@ mod cache;
 mod capsules;
 mod config;
 mod invoke;
+mod logs;
 mod metrics;
 mod outbound;
 mod recorder;
@@ -51,7 +52,8 @@ struct Inner {
     compilations: Arc<tokio::sync::Semaphore>,
     /// Each user's registration token bucket.
     registrations: registry::RegistrationLimiter,
-    recorder: Arc<recorder::HealthRecorder>,
+    recorder: recorder::HealthRecorder,
+    logs: logs::LogRecorder,
     tokens: users::TokenCache,
     auth_failures: users::AuthFailures,
     metrics: ServiceMetrics,
@@ -71,7 +73,6 @@ impl OverlayService {
         let http = Arc::new(OutboundHttp::counted(metrics.http_requests.clone())?);
         let services = HostServices { capsules, http };
         let runtime = Runtime::new(config.runtime.clone(), services)?;
-        let recorder = Arc::new(recorder::HealthRecorder::default());
         let service = OverlayService {
             inner: Arc::new(Inner {
                 overlays: cache::OverlayCache::new(config.overlay_cache_entries, config.record_refresh),
@@ -84,14 +85,15 @@ impl OverlayService {
                 tokens: users::TokenCache::default(),
                 auth_failures: users::AuthFailures::new(config.failed_auth_per_minute),
                 metrics,
-                recorder,
+                recorder: recorder::HealthRecorder::default(),
+                logs: logs::LogRecorder::new(config.log_retention),
                 runtime,
                 repo,
                 blobs,
                 config,
             }),
         };
-        recorder::spawn_writer(&service);
+        recorder::spawn_writers(&service);
         Ok(service)
     }
 
@@ -103,11 +105,12 @@ impl OverlayService {
         &self.inner.metrics
     }
 
-    /// Writes every health count recorded so far and closes the database: call once, at shutdown,
-    /// after the last invocation.
+    /// Writes every health count and log entry recorded so far and closes the database: call once,
+    /// at shutdown, after the last invocation.
     pub async fn shutdown(&self) -> Result<(), ForgeError> {
-        let flushed = self.flush_health().await;
+        let health = self.flush_health().await;
+        let logs = self.flush_logs().await;
         self.inner.repo.close().await;
-        flushed
+        health.and(logs)
     }
 }

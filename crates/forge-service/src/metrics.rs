@@ -1,6 +1,7 @@
 //! Prometheus metrics of the service, rendered by the HTTP server at `/metrics`.
 
 use forge_model::{ErrorKind, OverlayResult};
+use forge_runtime::CallLog;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -11,6 +12,8 @@ pub struct ServiceMetrics {
     invocations: IntCounterVec,
     duration: HistogramVec,
     fuel: IntCounterVec,
+    log_lines: IntCounterVec,
+    log_dropped_bytes: IntCounterVec,
     quarantines: IntCounterVec,
     refusals: IntCounterVec,
     token_lookups: IntCounterVec,
@@ -24,10 +27,14 @@ pub(crate) struct OverlaySeries {
     outcomes: Vec<prometheus::IntCounter>,
     duration: prometheus::Histogram,
     fuel: prometheus::IntCounter,
+    log_lines: prometheus::IntCounter,
+    log_dropped_bytes: prometheus::IntCounter,
 }
 
 impl OverlaySeries {
-    pub(crate) fn observe(&self, result: &OverlayResult) {
+    pub(crate) fn observe(&self, result: &OverlayResult, log: &CallLog) {
+        self.log_lines.inc_by(log.lines.len() as u64);
+        self.log_dropped_bytes.inc_by(log.dropped_bytes);
         let index = result
             .error_kind
             .map_or(0, |kind| 1 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0));
@@ -59,6 +66,22 @@ impl ServiceMetrics {
         .expect("valid metric");
         let fuel = IntCounterVec::new(
             Opts::new("fuel_consumed_total", "Fuel consumed by invocations"),
+            &["overlay"],
+        )
+        .expect("valid metric");
+        let log_lines = IntCounterVec::new(
+            Opts::new(
+                "overlay_log_lines_total",
+                "Lines overlays logged and kept (log_info, log_error, WASI output)",
+            ),
+            &["overlay"],
+        )
+        .expect("valid metric");
+        let log_dropped_bytes = IntCounterVec::new(
+            Opts::new(
+                "overlay_log_dropped_bytes_total",
+                "Bytes overlays logged past their call's log budget, dropped",
+            ),
             &["overlay"],
         )
         .expect("valid metric");
@@ -94,6 +117,8 @@ impl ServiceMetrics {
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(fuel.clone()),
+            Box::new(log_lines.clone()),
+            Box::new(log_dropped_bytes.clone()),
             Box::new(quarantines.clone()),
             Box::new(refusals.clone()),
             Box::new(token_lookups.clone()),
@@ -107,6 +132,8 @@ impl ServiceMetrics {
             invocations,
             duration,
             fuel,
+            log_lines,
+            log_dropped_bytes,
             quarantines,
             refusals,
             token_lookups,
@@ -124,6 +151,8 @@ impl ServiceMetrics {
             outcomes,
             duration: self.duration.with_label_values(&[overlay]),
             fuel: self.fuel.with_label_values(&[overlay]),
+            log_lines: self.log_lines.with_label_values(&[overlay]),
+            log_dropped_bytes: self.log_dropped_bytes.with_label_values(&[overlay]),
         }
     }
 

@@ -23,7 +23,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub(crate) struct HealthRecorder {
     pending: Mutex<HashMap<Uuid, HealthDelta>>,
-    wake: Notify,
+    wake: Arc<Notify>,
     /// Serialises writes, so that `flush` returns only after everything recorded before it is stored.
     writer: tokio::sync::Mutex<()>,
 }
@@ -82,20 +82,37 @@ impl OverlayService {
     }
 }
 
-/// Starts the writer task. It holds the service weakly and ends when the service is dropped.
-pub(crate) fn spawn_writer(service: &OverlayService) {
-    let recorder: Arc<HealthRecorder> = service.inner.recorder.clone();
-    let window = service.inner.config.health_batch_window;
+/// Starts the writers of health counts and of logs, each gathering for its window after a wake-up.
+/// They hold the service weakly and end when it is dropped.
+pub(crate) fn spawn_writers(service: &OverlayService) {
+    let inner = &service.inner;
+    let health = (inner.recorder.wake.clone(), inner.config.health_batch_window);
+    spawn_writer(service, health, "health counts", |service| async move { service.flush_health().await });
+    let logs = (inner.logs.wake.clone(), inner.config.log_batch_window);
+    spawn_writer(service, logs, "overlay logs", |service| async move { service.flush_logs().await });
+}
+
+/// One writer: on each wake-up, waits `window` for more to gather, then `flush`es; a failed flush
+/// keeps its batch and is retried after a pause.
+fn spawn_writer<Flush, Flushing>(
+    service: &OverlayService,
+    (wake, window): (Arc<Notify>, Duration),
+    what: &'static str,
+    flush: Flush,
+) where
+    Flush: Fn(OverlayService) -> Flushing + Send + 'static,
+    Flushing: Future<Output = Result<(), ForgeError>> + Send,
+{
     let service: Weak<crate::Inner> = Arc::downgrade(&service.inner);
     tokio::spawn(async move {
         loop {
-            recorder.wake.notified().await;
+            wake.notified().await;
             tokio::time::sleep(window).await;
             let Some(inner) = service.upgrade() else { return };
-            if let Err(error) = (OverlayService { inner }).flush_health().await {
-                tracing::warn!(%error, "cannot write health counts; keeping them for the next attempt");
+            if let Err(error) = flush(OverlayService { inner }).await {
+                tracing::warn!(%error, "cannot write {what}; keeping them for the next attempt");
                 tokio::time::sleep(RETRY_PAUSE).await;
-                recorder.wake.notify_one();
+                wake.notify_one();
             }
         }
     });

@@ -16,7 +16,9 @@ pub mod testing;
 
 pub use blob::{BlobError, BlobStore};
 pub use error::StorageError;
-pub use repository::{BootstrapToken, HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
+pub use repository::{
+    BootstrapToken, HealthDelta, HealthOutcome, LogBatch, QuarantineEvent, Repository, Result,
+};
 
 use sql::{Pools, SqlRepository};
 use sqlx::migrate::Migrator;

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_model::api::TokenInfo;
 use forge_model::{
-    AuditEvent, Blame, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay,
-    OverlayFilter, OverlayHealth, OverlayResult, OverlayState, Page, PageRequest, QuarantinePolicy,
-    RecentCalls, TrustLevel, User,
+    AuditEvent, Blame, Capsule, CapsuleHit, LatencyHistogram, LogEntry, LogQuery, LogRetention,
+    NewAuditEvent, NewCapsule, Overlay, OverlayFilter, OverlayHealth, OverlayResult, OverlayState, Page,
+    PageRequest, QuarantinePolicy, RecentCalls, TrustLevel, User,
 };
 use uuid::Uuid;
 
@@ -147,6 +147,24 @@ pub trait Repository: Send + Sync + 'static {
         max_trust: TrustLevel,
     ) -> Result<Vec<CapsuleHit>>;
 
+    /// Appends each batch to its overlay's kept log, one row per batch, in one transaction; batches
+    /// of overlays that no longer exist are skipped. Deleting an overlay deletes its log.
+    async fn append_logs(&self, batches: &[LogBatch]) -> Result<()>;
+
+    /// Deletes the overlay's log batches wholly past `retention` (the newest entries within both of
+    /// its bounds are kept, and the batch they end in).
+    async fn trim_logs(&self, overlay_id: Uuid, retention: LogRetention) -> Result<()>;
+
+    /// The overlay's kept log entries matching `query`, newest first, at most `query.limit` of
+    /// them, and how many match in all. Only the newest entries within `retention` are read, so what
+    /// a reader sees never depends on when the last trim ran.
+    async fn read_logs(
+        &self,
+        overlay_id: Uuid,
+        retention: LogRetention,
+        query: &LogQuery,
+    ) -> Result<(Vec<LogEntry>, u64)>;
+
     /// Closes the connection pools after in-flight work; call at shutdown (SQLite then checkpoints
     /// its write-ahead log into the database file).
     async fn close(&self);
@@ -249,6 +267,13 @@ impl HealthDelta {
         }
         self.last_invoked_at = self.last_invoked_at.max(other.last_invoked_at);
     }
+}
+
+/// Log entries of one overlay written in one go, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogBatch {
+    pub overlay_id: Uuid,
+    pub entries: Vec<LogEntry>,
 }
 
 /// An overlay's state and health right after a [`Repository::record_health`] batch.

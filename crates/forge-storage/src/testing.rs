@@ -61,6 +61,19 @@ impl Db {
         done.unwrap_or_else(|e| panic!("test SQL failed: {e}"));
     }
 
+    /// The rows of `table` (a trusted name), counted behind the repository's back.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        let counted = if self.is_sqlite() {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await
+        } else {
+            let mut connection = PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await
+        };
+        counted.unwrap_or_else(|e| panic!("cannot count {table}: {e}"))
+    }
+
     /// Makes every later insert into `overlays` fail, as a database refusing a write would.
     pub async fn refuse_overlay_inserts(&self) {
         self.execute(if self.is_sqlite() {

@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from .models import LogEntries, LogEntry, LogLevel, LogLine
 from .retry import RetryPolicy
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
     "ConflictError",
     "ForgeError",
     "InternalServerError",
+    "LogEntries",
+    "LogEntry",
+    "LogLevel",
+    "LogLine",
     "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",

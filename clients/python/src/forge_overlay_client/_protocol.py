@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -32,6 +33,9 @@ from .models import (
     Data,
     HealthReport,
     LifecycleAction,
+    LogEntries,
+    LogEntry,
+    LogLevel,
     NewCapsule,
     NewUser,
     Overlay,
@@ -96,6 +100,7 @@ INVOKE = _route("POST", f"{PREFIX}/overlays/{{id}}/invoke")
 INVOKE_BY_NAME = _route("POST", f"{PREFIX}/overlays/by-name/{{name}}/invoke")
 OVERLAY_HEALTH = _route("GET", f"{PREFIX}/overlays/{{id}}/health")
 EVENTS = _route("GET", f"{PREFIX}/overlays/{{id}}/events")
+OVERLAY_LOGS = _route("GET", f"{PREFIX}/overlays/{{id}}/logs")
 CREATE_CAPSULE = _route("POST", f"{PREFIX}/capsules")
 SEARCH_CAPSULES = _route("GET", f"{PREFIX}/capsules")
 GET_CAPSULE = _route("GET", f"{PREFIX}/capsules/{{id}}")
@@ -197,8 +202,23 @@ def _path(route: Route, **segments: Any) -> str:
 
 
 def _query(**params: Any) -> dict[str, str | int]:
-    """The query string's pairs, those left `None` out and enums as their values."""
-    return {k: v.value if isinstance(v, Enum) else v for k, v in params.items() if v is not None}
+    """The query string's pairs, those left `None` out, enums as their values and UUIDs as text."""
+    return {k: _param(v) for k, v in params.items() if v is not None}
+
+
+def _param(value: Any) -> str | int:
+    if isinstance(value, Enum):
+        return value.value
+    return str(value) if isinstance(value, UUID) else value
+
+
+def _instant(value: datetime | str | None) -> str | None:
+    """An instant as RFC 3339 text; a naive `datetime` is refused, as its time zone is unknown."""
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value!r} has no time zone: pass an aware datetime, e.g. one in UTC")
+    return value.isoformat()
 
 
 # Reading what the caller gave.
@@ -275,23 +295,39 @@ def delete_overlay(overlay_id: Id, reason: str | None) -> Call[None]:
     return Call(DELETE_OVERLAY, path, _nothing, params=_query(reason=reason))
 
 
-def _invocation(function: str, args: Mapping[str, Any] | None, timeout_ms: int | None) -> OverlayInvocation:
-    return OverlayInvocation(function=function, args=dict(args or {}), timeout_ms=timeout_ms)
+def _invocation(
+    function: str, args: Mapping[str, Any] | None, timeout_ms: int | None, include_logs: bool
+) -> OverlayInvocation:
+    return OverlayInvocation(
+        function=function, args=dict(args or {}), timeout_ms=timeout_ms, include_logs=include_logs
+    )
 
 
 def invoke(
-    overlay_id: Id, function: str, args: Mapping[str, Any] | None, timeout_ms: int | None, retryable: bool
+    overlay_id: Id,
+    function: str,
+    args: Mapping[str, Any] | None,
+    timeout_ms: int | None,
+    retryable: bool,
+    *,
+    include_logs: bool = False,
 ) -> Call[OverlayResult]:
-    body = _invocation(function, args, timeout_ms)
+    body = _invocation(function, args, timeout_ms, include_logs)
     return Call(
         INVOKE, _path(INVOKE, id=overlay_id), _data(OverlayResult), body=body, marked_retryable=retryable
     )
 
 
 def invoke_by_name(
-    name: str, function: str, args: Mapping[str, Any] | None, timeout_ms: int | None, retryable: bool
+    name: str,
+    function: str,
+    args: Mapping[str, Any] | None,
+    timeout_ms: int | None,
+    retryable: bool,
+    *,
+    include_logs: bool = False,
 ) -> Call[OverlayResult]:
-    body = _invocation(function, args, timeout_ms)
+    body = _invocation(function, args, timeout_ms, include_logs)
     path = _path(INVOKE_BY_NAME, name=name)
     return Call(INVOKE_BY_NAME, path, _data(OverlayResult), body=body, marked_retryable=retryable)
 
@@ -303,6 +339,24 @@ def overlay_health(overlay_id: Id) -> Call[HealthReport]:
 def events(overlay_id: Id, per_page: int | None) -> Call[Page[AuditEvent]]:
     path = _path(EVENTS, id=overlay_id)
     return Call(EVENTS, path, _page(AuditEvent), params=_query(per_page=per_page))
+
+
+def overlay_logs(
+    overlay_id: Id,
+    limit: int | None,
+    since: datetime | str | None,
+    level: LogLevel | str | None,
+    invocation_id: Id | None,
+) -> Call[LogEntries]:
+    """One request, not pages: the newest `limit` matching entries and how many match in all."""
+    read_page = _page(LogEntry)
+
+    def read(response: httpx.Response) -> LogEntries:
+        page = read_page(response)
+        return LogEntries(page.data, total=page.meta.total)
+
+    params = _query(limit=limit, since=_instant(since), level=level, invocation_id=invocation_id)
+    return Call(OVERLAY_LOGS, _path(OVERLAY_LOGS, id=overlay_id), read, params=params)
 
 
 def create_capsule(

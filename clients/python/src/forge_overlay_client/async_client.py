@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -19,6 +20,8 @@ from .models import (
     CreatedUser,
     HealthReport,
     LifecycleAction,
+    LogEntries,
+    LogLevel,
     Overlay,
     OverlayResult,
     OverlayState,
@@ -139,8 +142,10 @@ class AsyncClient:
         *,
         timeout_ms: int | None = None,
         retryable: bool = False,
+        include_logs: bool = False,
     ) -> OverlayResult:
-        return await self._send(api.invoke(overlay_id, function, args, timeout_ms, retryable))
+        call = api.invoke(overlay_id, function, args, timeout_ms, retryable, include_logs=include_logs)
+        return await self._send(call)
 
     async def invoke_by_name(
         self,
@@ -151,17 +156,35 @@ class AsyncClient:
         version: str | None = None,
         timeout_ms: int | None = None,
         retryable: bool = False,
+        include_logs: bool = False,
     ) -> OverlayResult:
         if version is None:
-            return await self._send(api.invoke_by_name(name, function, args, timeout_ms, retryable))
+            call = api.invoke_by_name(name, function, args, timeout_ms, retryable, include_logs=include_logs)
+            return await self._send(call)
         overlay = await self.get_overlay_by_name(name, version)
-        return await self.invoke(overlay.id, function, args, timeout_ms=timeout_ms, retryable=retryable)
+        return await self.invoke(
+            overlay.id, function, args, timeout_ms=timeout_ms, retryable=retryable, include_logs=include_logs
+        )
 
     async def health(self, overlay_id: Id) -> HealthReport:
         return await self._send(api.overlay_health(overlay_id))
 
     def events(self, overlay_id: Id, *, per_page: int | None = None) -> AsyncIterator[AuditEvent]:
         return self._walk(api.events(overlay_id, per_page))
+
+    async def logs(
+        self,
+        overlay_id: Id,
+        *,
+        limit: int | None = None,
+        since: datetime | str | None = None,
+        level: LogLevel | str | None = None,
+        invocation_id: Id | None = None,
+    ) -> LogEntries:
+        """`Client.logs`, awaited: the overlay's kept log, newest first, at most `limit` entries
+        (`.total` counts every match), filtered by `since` (strictly after), `level` (a minimum)
+        and `invocation_id`. For the overlay's submitter, admins and operators."""
+        return await self._send(api.overlay_logs(overlay_id, limit, since, level, invocation_id))
 
     # Capsules
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -19,6 +20,8 @@ from .models import (
     CreatedUser,
     HealthReport,
     LifecycleAction,
+    LogEntries,
+    LogLevel,
     Overlay,
     OverlayResult,
     OverlayState,
@@ -147,10 +150,15 @@ class Client:
         *,
         timeout_ms: int | None = None,
         retryable: bool = False,
+        include_logs: bool = False,
     ) -> OverlayResult:
         """Runs one entry point. A failing overlay is a result with `success=False`, not an
-        exception. `retryable=True` retries a 429/503 refusal (the call did not run) per `retry`."""
-        return self._send(api.invoke(overlay_id, function, args, timeout_ms, retryable))
+        exception. `retryable=True` retries a 429/503 refusal (the call did not run) per `retry`.
+        `include_logs=True` returns the lines the call logged in `result.logs` (for the overlay's
+        submitter, admins and operators: others get `AuthorizationError` and the call does not run).
+        `result.invocation_id` names the call, as in `logs(invocation_id=...)`."""
+        call = api.invoke(overlay_id, function, args, timeout_ms, retryable, include_logs=include_logs)
+        return self._send(call)
 
     def invoke_by_name(
         self,
@@ -161,12 +169,16 @@ class Client:
         version: str | None = None,
         timeout_ms: int | None = None,
         retryable: bool = False,
+        include_logs: bool = False,
     ) -> OverlayResult:
         """Runs the newest active version of `name`, or the given `version` (looked up first)."""
         if version is None:
-            return self._send(api.invoke_by_name(name, function, args, timeout_ms, retryable))
+            call = api.invoke_by_name(name, function, args, timeout_ms, retryable, include_logs=include_logs)
+            return self._send(call)
         overlay = self.get_overlay_by_name(name, version)
-        return self.invoke(overlay.id, function, args, timeout_ms=timeout_ms, retryable=retryable)
+        return self.invoke(
+            overlay.id, function, args, timeout_ms=timeout_ms, retryable=retryable, include_logs=include_logs
+        )
 
     def health(self, overlay_id: Id) -> HealthReport:
         """The overlay's counters, failure rate and latency percentiles."""
@@ -175,6 +187,28 @@ class Client:
     def events(self, overlay_id: Id, *, per_page: int | None = None) -> Iterator[AuditEvent]:
         """The overlay's audit trail, oldest first, fetched page by page as iterated."""
         return self._walk(api.events(overlay_id, per_page))
+
+    def logs(
+        self,
+        overlay_id: Id,
+        *,
+        limit: int | None = None,
+        since: datetime | str | None = None,
+        level: LogLevel | str | None = None,
+        invocation_id: Id | None = None,
+    ) -> LogEntries:
+        """The overlay's kept log, newest first: the lines its invocations logged and, for each
+        failed one, an entry with its `error_kind` and its error as `message`. For the overlay's
+        submitter, admins and operators (`AuthorizationError` for others).
+
+        `limit`: most entries returned (1 to 1000, default 100; the server brings others into
+        range). `since`: only entries strictly after this instant (an aware `datetime`, or RFC 3339
+        text). `level`: a minimum, `"error"` gives errors and failures only. `invocation_id`: only
+        that call's entries (its result's `invocation_id`). One request, not pages: the answer is a
+        list, and its `.total` counts every matching entry. The server keeps a bounded log per
+        overlay (`log_retention_entries`, `log_retention_bytes`), so old entries may be gone.
+        """
+        return self._send(api.overlay_logs(overlay_id, limit, since, level, invocation_id))
 
     # Capsules
 

@@ -9,12 +9,20 @@ break an older client. Request models forbid unknown fields, as the server does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 
 class _Response(BaseModel):
@@ -97,6 +105,14 @@ class ErrorKind(str, Enum):
     OVERLAY_ERROR = "overlay_error"
     CAPABILITY_DENIED = "capability_denied"
     HOST_ERROR = "host_error"
+
+
+class LogLevel(str, Enum):
+    """How serious a log line is: `info` for `log_info` and WASI stdout, `error` for `log_error`,
+    WASI stderr and the failure that ended an invocation. As a filter it is a minimum."""
+
+    INFO = "info"
+    ERROR = "error"
 
 
 class CapsuleType(str, Enum):
@@ -235,6 +251,36 @@ class OverlayInvocation(_Request):
     function: str
     args: dict[str, Any] = Field(default_factory=dict)
     timeout_ms: int | None = None
+    #: Return the call's log lines in the result (`logs`); only for the overlay's submitter, admins
+    #: and operators. Left out of the body when false, so servers older than it are never sent it.
+    include_logs: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_false_include_logs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body = handler(self)
+        if not self.include_logs:
+            body.pop("include_logs", None)
+        return body
+
+
+class LogLine(_Response):
+    """One line a call logged, in its result when it was invoked with `include_logs`."""
+
+    level: LogLevel
+    message: str
+    #: When the overlay wrote it.
+    at: datetime
+
+
+class LogEntry(_Response):
+    """One entry of an overlay's kept log: a line one of its invocations logged, or the failure that
+    ended one (then `error_kind` is set and `message` is the invocation's error)."""
+
+    invocation_id: UUID
+    level: LogLevel
+    message: str
+    at: datetime
+    error_kind: ErrorKind | None = None
 
 
 class OverlayResult(_Response):
@@ -246,6 +292,12 @@ class OverlayResult(_Response):
     error_kind: ErrorKind | None = None
     execution_time_ms: float
     fuel_consumed: int
+    #: The call's id (a UUIDv7), also in the `X-Forge-Invocation-Id` header and on its log entries.
+    invocation_id: UUID | None = None
+    #: The lines the call logged, when it was invoked with `include_logs=True`.
+    logs: list[LogLine] | None = None
+    #: Lines the call wrote past its log budget, left out of `logs`; set with `logs` only.
+    logs_dropped: int | None = None
 
 
 class AuditEvent(_Response):
@@ -382,3 +434,16 @@ class Page(_Response, Generic[T]):
 
     data: list[T]
     meta: Meta
+
+
+class LogEntries(list[LogEntry]):
+    """What `logs()` answers: the entries, newest first, as a list; `total` is how many entries
+    matched in all, more than the list holds when `limit` cut it. (Not a schema of the API: the
+    list envelope's `data` and `meta.total`.)"""
+
+    def __init__(self, entries: Iterable[LogEntry] = (), total: int | None = None) -> None:
+        super().__init__(entries)
+        self.total = len(self) if total is None else total
+
+    def __repr__(self) -> str:
+        return f"LogEntries({super().__repr__()}, total={self.total})"

@@ -9,20 +9,24 @@ pub mod render;
 pub use failure::Failure;
 
 use crate::input;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use failure::EXIT_REFUSED;
 use forge_client::Client;
-use forge_model::api::{ListQuery, PageQuery, SearchQuery, TrustLevelBody};
+use forge_model::api::{ListQuery, LogsQuery, PageQuery, SearchQuery, TrustLevelBody};
 use forge_model::manifest::limits::ENTRY_POINT_DEFAULT;
 use forge_model::{
-    CapabilityName, CapsuleType, LifecycleAction, NewCapsule, NewUser, Overlay, OverlayFilter,
-    OverlayInvocation, OverlayState, Role, TrustLevel,
+    CapabilityName, CapsuleType, LifecycleAction, LogLevel, LogQuery, NewCapsule, NewUser, Overlay,
+    OverlayFilter, OverlayInvocation, OverlayState, Role, TrustLevel,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 use uuid::Uuid;
 
 const EXIT_CODES: &str = "\
@@ -214,6 +218,9 @@ pub enum OverlayCommand {
         #[command(flatten)]
         paging: Paging,
     },
+    /// What an overlay logged, oldest first: its invocations' lines and failures (its submitter,
+    /// admins and operators).
+    Logs(LogsArgs),
     /// Set the trust level of an overlay (admin).
     Trust {
         /// The overlay: its id, or NAME@VERSION.
@@ -243,6 +250,31 @@ pub struct InvokeArgs {
     /// Wall-clock limit of this call in ms (100..=30000), below the manifest's max_execution_ms.
     #[arg(long)]
     timeout_ms: Option<u32>,
+    /// Print the lines the call logged (its submitter, admins and operators).
+    #[arg(long)]
+    include_logs: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The overlay: its id, or NAME@VERSION.
+    overlay: OverlayRef,
+    /// Only entries at least this serious: info (all) or error.
+    #[arg(long)]
+    level: Option<LogLevel>,
+    /// Only the entries of this invocation (its id from the result or `X-Forge-Invocation-Id`):
+    /// the whole story of one call, its lines and its failure.
+    #[arg(long = "invocation", value_name = "INVOCATION_ID")]
+    invocation_id: Option<Uuid>,
+    /// Only entries written after this instant (RFC 3339).
+    #[arg(long)]
+    since: Option<DateTime<Utc>>,
+    /// The newest entries shown (1..=1000; the server's default is 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Keep printing new entries as they arrive, until interrupted.
+    #[arg(long, short)]
+    follow: bool,
 }
 
 #[derive(Subcommand)]
@@ -379,6 +411,7 @@ fn overlay_command(client: &Client, out: Output, command: OverlayCommand) -> Res
             let list = client.events(overlay.resolve(client)?, paging.query())?;
             out.show(&list.data[..], |items| render::events(items, Some(&list.meta)));
         }
+        C::Logs(args) => logs(client, out, args)?,
         C::Trust { overlay, level, reason } => {
             let body = TrustLevelBody { trust_level: level, reason };
             let overlay = client.set_trust_level(overlay.resolve(client)?, &body)?;
@@ -405,8 +438,12 @@ fn transition(
 
 /// Prints the result whether or not the overlay succeeded; a failed overlay exits 1.
 fn invoke(client: &Client, out: Output, args: InvokeArgs) -> Result<ExitCode, Failure> {
-    let invocation =
-        OverlayInvocation { function: args.function, args: args.args, timeout_ms: args.timeout_ms };
+    let invocation = OverlayInvocation {
+        function: args.function,
+        args: args.args,
+        timeout_ms: args.timeout_ms,
+        include_logs: args.include_logs,
+    };
     let result = match (&args.overlay, &args.name) {
         (Some(overlay), _) => client.invoke(overlay.resolve(client)?, &invocation)?,
         (None, Some(name)) => client.invoke_by_name(name, &invocation)?,
@@ -414,6 +451,52 @@ fn invoke(client: &Client, out: Output, args: InvokeArgs) -> Result<ExitCode, Fa
     };
     out.show(&result, render::result);
     Ok(if result.success { ExitCode::SUCCESS } else { ExitCode::from(EXIT_REFUSED) })
+}
+
+/// How often `logs --follow` asks for new entries.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// How late an entry may reach the server (written behind the calls, by any process) and still be
+/// printed by `logs --follow`: each poll asks again for this much before the newest entry seen.
+const FOLLOW_LATENESS: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Prints the matching entries oldest first (as `--json`, the API's newest-first list); with
+/// `--follow`, then polls for new ones, printing each once (one JSON object per line as `--json`).
+fn logs(client: &Client, out: Output, args: LogsArgs) -> Result<(), Failure> {
+    let id = args.overlay.resolve(client)?;
+    let mut query = LogsQuery {
+        limit: args.limit,
+        since: args.since,
+        level: args.level,
+        invocation_id: args.invocation_id,
+    };
+    let list = client.overlay_logs(id, &query)?;
+    if !args.follow {
+        out.show(&list.data[..], |entries| entries.iter().rev().map(render::log_entry).collect());
+        return Ok(());
+    }
+    // Entries already printed, by time: those older than the lateness window are forgotten.
+    let mut printed: BTreeSet<(DateTime<Utc>, Uuid, String)> = BTreeSet::new();
+    let mut entries = list.data;
+    loop {
+        for entry in entries.into_iter().rev() {
+            if printed.insert((entry.at, entry.invocation_id, entry.message.clone())) {
+                if out.json {
+                    println!("{}", serde_json::to_string(&entry).expect("model types serialise"));
+                } else {
+                    print!("{}", render::log_entry(&entry));
+                }
+            }
+        }
+        std::io::stdout().flush().map_err(|e| Failure::Usage(format!("cannot write: {e}")))?;
+        if let Some((newest, _, _)) = printed.last() {
+            let since = *newest - FOLLOW_LATENESS;
+            printed = printed.split_off(&(since, Uuid::nil(), String::new()));
+            query.since = Some(query.since.map_or(since, |asked| asked.max(since)));
+        }
+        query.limit = Some(LogQuery::MAX_LIMIT);
+        std::thread::sleep(FOLLOW_INTERVAL);
+        entries = client.overlay_logs(id, &query)?.data;
+    }
 }
 
 fn capsule_command(client: &Client, out: Output, command: CapsuleCommand) -> Result<ExitCode, Failure> {

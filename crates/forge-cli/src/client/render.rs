@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{ContentArrangement, Table};
 use forge_model::api::{Meta, TokenInfo};
-use forge_model::{AuditEvent, Capsule, CapsuleHit, HealthReport, Overlay, OverlayResult, User};
+use forge_model::{AuditEvent, Capsule, CapsuleHit, HealthReport, LogEntry, Overlay, OverlayResult, User};
 use serde::Serialize;
 use std::fmt::{Display, Write};
 
@@ -140,10 +140,33 @@ pub fn result(r: &OverlayResult) -> String {
     }
     rows.push(("time", millis(r.execution_time_ms)));
     rows.push(("fuel", r.fuel_consumed.to_string()));
+    if let Some(id) = r.invocation_id {
+        rows.push(("invocation", id.to_string()));
+    }
     if let Some(result) = &r.result {
         rows.push(("result", serde_json::to_string_pretty(result).unwrap_or_default()));
     }
-    fields(&rows)
+    let mut text = fields(&rows);
+    if let Some(logs) = &r.logs {
+        for line in logs {
+            let _ = writeln!(text, "{} {:<5} {}", log_time(&line.at), line.level, line.message);
+        }
+        if let Some(dropped) = r.logs_dropped.filter(|n| *n > 0) {
+            let _ = writeln!(text, "({dropped} lines dropped over the call's log budget)");
+        }
+    }
+    text
+}
+
+/// One log entry per line, `TIME LEVEL INVOCATION MESSAGE`; a failure shows its error kind.
+pub fn log_entry(entry: &LogEntry) -> String {
+    let kind = entry.error_kind.map(|kind| format!("[{kind}] ")).unwrap_or_default();
+    format!("{} {:<5} {} {kind}{}\n", log_time(&entry.at), entry.level, entry.invocation_id, entry.message)
+}
+
+/// Log lines of one call often share a second: milliseconds tell them apart.
+fn log_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 pub fn health(h: &HealthReport) -> String {

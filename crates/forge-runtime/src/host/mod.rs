@@ -9,8 +9,8 @@ mod file_quota;
 mod http;
 
 use crate::abi::{self, GuestErrorCode, HostFunction, ModuleInfo};
-use crate::log::LogLevel;
 use crate::state::{Abort, CallLimits, CallState, HostCallMeter, OverlayIdentity, write_to_guest};
+use forge_model::LogLevel;
 use forge_model::network::HostPattern;
 use forge_model::{ErrorKind, OverlayManifest};
 use serde::Serialize;

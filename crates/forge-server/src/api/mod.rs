@@ -131,6 +131,7 @@ fn routes(http_limits: &HttpLimits) -> (Router<Arc<AppState>>, Document) {
         .routes(routes!(overlays::set_trust_level))
         .routes(routes!(overlays::health))
         .routes(routes!(overlays::events))
+        .routes(routes!(overlays::logs))
         .routes(routes!(users::create))
         .routes(routes!(users::revoke_token))
         .routes(routes!(users::tokens))
@@ -158,8 +159,8 @@ mod tests {
     use chrono::Utc;
     use forge_model::{
         AuditEvent, CapabilityName, Capsule, CapsuleHit, CapsulePreview, CapsuleType, ErrorCode, ErrorKind,
-        HealthReport, LatencyHistogram, NewCapsule, Overlay, OverlayHealth, OverlayInvocation,
-        OverlayManifest, OverlayResult, OverlayState, Role, TrustLevel, User,
+        HealthReport, LatencyHistogram, LogEntry, LogLevel, LogLine, NewCapsule, Overlay, OverlayHealth,
+        OverlayInvocation, OverlayManifest, OverlayResult, OverlayState, Role, TrustLevel, User,
     };
     use serde::Serialize;
     use serde::de::DeserializeOwned;
@@ -199,6 +200,7 @@ mod tests {
             "POST /api/v1/overlays/by-name/{name}/invoke",
             "GET /api/v1/overlays/{id}/health",
             "GET /api/v1/overlays/{id}/events",
+            "GET /api/v1/overlays/{id}/logs",
             "POST /api/v1/capsules",
             "GET /api/v1/capsules",
             "GET /api/v1/capsules/{id}",
@@ -343,6 +345,7 @@ mod tests {
         assert!(kinds.contains("fuel_exhausted"));
         assert_eq!(enum_values::<LifecycleAction>(&doc, "LifecycleAction"), wire_names(LifecycleAction::ALL));
         assert_eq!(enum_values::<CapsuleType>(&doc, "CapsuleType"), wire_names(CapsuleType::ALL));
+        assert_eq!(enum_values::<LogLevel>(&doc, "LogLevel"), wire_names(LogLevel::ALL));
         assert_eq!(enum_values::<Role>(&doc, "Role"), wire_names([Role::Admin, Role::Operator, Role::User]));
 
         // Every refusal's body names its code from ErrorCode.
@@ -397,10 +400,23 @@ mod tests {
             created_at: now,
         };
         documents_fields(&doc, "AuditEvent", event);
-        let invocation =
-            OverlayInvocation { timeout_ms: Some(100), ..OverlayInvocation::new("process", Map::new()) };
+        let invocation = OverlayInvocation {
+            timeout_ms: Some(100),
+            include_logs: true,
+            ..OverlayInvocation::new("process", Map::new())
+        };
         documents_fields(&doc, "OverlayInvocation", invocation);
-        documents_fields(&doc, "OverlayResult", OverlayResult::ok(None, 0.1, 1));
+        let line = LogLine { level: LogLevel::Info, message: "m".into(), at: now };
+        let result = OverlayResult {
+            invocation_id: Some(Uuid::nil()),
+            logs: Some(vec![line.clone()]),
+            logs_dropped: Some(0),
+            ..OverlayResult::ok(None, 0.1, 1)
+        };
+        documents_fields(&doc, "OverlayResult", result);
+        documents_fields(&doc, "LogLine", &line);
+        let failure = LogEntry::failure(Uuid::nil(), ErrorKind::Trap, "boom".into(), now);
+        documents_fields(&doc, "LogEntry", failure);
         let capsule = Capsule {
             id: Uuid::nil(),
             content: "c".into(),

@@ -7,11 +7,15 @@ use crate::wire::RegisterMultipart;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::AppendHeaders;
 use forge_model::api::{
-    Data, DeleteQuery, List, ListQuery, PageQuery, ReasonBody, RegisterJson, TrustLevelBody,
+    Data, DeleteQuery, INVOCATION_ID_HEADER, List, ListQuery, LogsQuery, PageQuery, ReasonBody, RegisterJson,
+    TrustLevelBody,
 };
 use forge_model::{
-    AuditEvent, ForgeError, HealthReport, LifecycleAction, Overlay, OverlayInvocation, OverlayResult,
+    AuditEvent, ForgeError, HealthReport, LifecycleAction, LogEntry, LogQuery, Overlay, OverlayInvocation,
+    OverlayResult,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -153,8 +157,9 @@ pub async fn set_trust_level(
 #[utoipa::path(post, path = "/overlays/{id}/invoke", tag = "invocation", params(("id" = Uuid, Path)),
     request_body = OverlayInvocation,
     responses(
-        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>),
-        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
+        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>,
+            headers(("X-Forge-Invocation-Id" = Uuid, description = "The call's id, as in the result and on its log entries"))),
+        (status = 403, description = "The caller's trust cannot reach the overlay's, or it asked for `include_logs` without being the overlay's submitter, an admin or an operator", body = ForgeError),
         (status = 404, description = "No such overlay", body = ForgeError),
         (status = 422, description = "Not active, or not an entry point (`details.available`)", body = ForgeError),
         (status = 429, description = "Too many invocations in flight, their memory over `memory_budget_mb`, or no compiler turn for a first call; retry after `Retry-After` seconds", body = ForgeError,
@@ -166,17 +171,18 @@ pub async fn invoke(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(invocation): ApiJson<OverlayInvocation>,
-) -> Answer<Data<OverlayResult>> {
+) -> Invoked {
     let service = app.service.clone();
-    ok(run_call(&app, async move { service.invoke(&caller, id, invocation).await }).await?)
+    invoked(run_call(&app, async move { service.invoke(&caller, id, invocation).await }).await?)
 }
 
 /// Invoke the newest active version of the overlay named `name`.
 #[utoipa::path(post, path = "/overlays/by-name/{name}/invoke", tag = "invocation", params(("name" = String, Path)),
     request_body = OverlayInvocation,
     responses(
-        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>),
-        (status = 403, description = "The caller's trust cannot reach the overlay's", body = ForgeError),
+        (status = 200, description = "The call ran (see `success`)", body = Data<OverlayResult>,
+            headers(("X-Forge-Invocation-Id" = Uuid, description = "The call's id, as in the result and on its log entries"))),
+        (status = 403, description = "The caller's trust cannot reach the overlay's, or it asked for `include_logs` without being the overlay's submitter, an admin or an operator", body = ForgeError),
         (status = 404, description = "No active overlay of that name", body = ForgeError),
         (status = 422, description = "Not an entry point (`details.available`)", body = ForgeError),
         (status = 429, description = "Too many invocations in flight, their memory over `memory_budget_mb`, or no compiler turn for a first call; retry after `Retry-After` seconds", body = ForgeError,
@@ -188,9 +194,21 @@ pub async fn invoke_by_name(
     Caller(caller): Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(invocation): ApiJson<OverlayInvocation>,
-) -> Answer<Data<OverlayResult>> {
+) -> Invoked {
     let service = app.service.clone();
-    ok(run_call(&app, async move { service.invoke_by_name(&caller, &name, invocation).await }).await?)
+    invoked(run_call(&app, async move { service.invoke_by_name(&caller, &name, invocation).await }).await?)
+}
+
+/// An invocation's answer: its result, with its id also in the `X-Forge-Invocation-Id` header.
+type Invoked =
+    Result<(AppendHeaders<Option<(HeaderName, HeaderValue)>>, Json<Data<OverlayResult>>), ApiError>;
+
+fn invoked(result: OverlayResult) -> Invoked {
+    let id = result.invocation_id.map(|id| {
+        let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
+        (HeaderName::from_static(INVOCATION_ID_HEADER), value)
+    });
+    Ok((AppendHeaders(id), Json(Data::new(result))))
 }
 
 /// Runs an invocation on a task of its own, tracked for shutdown: a client that disconnects drops
@@ -217,6 +235,27 @@ pub async fn health(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Answer<Data<HealthReport>> {
     ok(app.service.health(&caller, id).await?)
+}
+
+/// The overlay's kept log, newest first: the lines its invocations logged (`log_info`, `log_error`,
+/// WASI output) and the failures that ended them, within the server's `log_retention_*` bounds.
+/// For the overlay's submitter, admins and operators: logs quote the overlay's input.
+#[utoipa::path(get, path = "/overlays/{id}/logs", tag = "overlays", params(("id" = Uuid, Path), LogsQuery),
+    responses(
+        (status = 200, description = "The newest matching entries; `meta.total` counts every match", body = List<LogEntry>),
+        (status = 403, description = "Not the overlay's submitter, an admin or an operator", body = ForgeError),
+        (status = 404, description = "No such overlay", body = ForgeError),
+        (status = 422, description = "A filter does not parse", body = ForgeError),
+    ))]
+pub async fn logs(
+    State(app): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> Answer<List<LogEntry>> {
+    let query = LogQuery::from(query);
+    let (entries, total) = app.service.logs(&caller, id, &query).await?;
+    Ok((StatusCode::OK, Json(List::first(entries, total, query.limit))))
 }
 
 /// The overlay's audit trail, oldest first.

@@ -9,13 +9,15 @@ use super::rows::{
 };
 use super::search::{fts5_query, like_substring, search_terms};
 use crate::error::StorageError;
-use crate::repository::{BootstrapToken, HealthDelta, HealthOutcome, QuarantineEvent, Repository, Result};
+use crate::repository::{
+    BootstrapToken, HealthDelta, HealthOutcome, LogBatch, QuarantineEvent, Repository, Result,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_model::api::TokenInfo;
 use forge_model::{
-    AuditEvent, Capsule, CapsuleHit, LatencyHistogram, NewAuditEvent, NewCapsule, Overlay, OverlayFilter,
-    OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
+    AuditEvent, Capsule, CapsuleHit, LatencyHistogram, LogEntry, LogQuery, LogRetention, NewAuditEvent,
+    NewCapsule, Overlay, OverlayFilter, OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -442,6 +444,67 @@ impl Repository for SqlRepository {
         rows.iter()
             .map(|row| Ok(CapsuleHit { capsule: preview_from(row)?, score: row.real("score")? }))
             .collect()
+    }
+
+    async fn append_logs(&self, batches: &[LogBatch]) -> Result<()> {
+        let mut tx = self.pools.write().await?;
+        for batch in batches.iter().filter(|batch| !batch.entries.is_empty()) {
+            let entries = serde_json::to_string(&batch.entries)
+                .map_err(|e| StorageError::Corrupt(format!("log entries do not serialise: {e}")))?;
+            let bytes: u64 = batch.entries.iter().map(LogEntry::retained_bytes).sum();
+            let args = [
+                batch.overlay_id.into(),
+                count(batch.entries.len() as u64).into(),
+                count(bytes).into(),
+                entries.as_str().into(),
+            ];
+            tx.execute(INSERT_LOGS, &args).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn trim_logs(&self, overlay_id: Uuid, retention: LogRetention) -> Result<()> {
+        let sizes = self.pools.read().await?.fetch_all(LOG_SIZES, &[overlay_id.into()]).await?;
+        let (mut entries, mut bytes) = (0, 0);
+        for row in &sizes {
+            entries += row.count("entry_count")?;
+            bytes += row.count("byte_count")?;
+            if entries >= retention.max_entries || bytes >= retention.max_bytes {
+                let mut tx = self.pools.write().await?;
+                tx.execute(TRIM_LOGS, &[overlay_id.into(), row.int("id")?.into()]).await?;
+                return tx.commit().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_logs(
+        &self,
+        overlay_id: Uuid,
+        retention: LogRetention,
+        query: &LogQuery,
+    ) -> Result<(Vec<LogEntry>, u64)> {
+        let rows = self.pools.read().await?.fetch_all(READ_LOGS, &[overlay_id.into()]).await?;
+        // Newest first: each batch's entries reversed, batches past the retention left unparsed.
+        let (mut newest, mut entries, mut bytes) = (Vec::new(), 0, 0);
+        for row in &rows {
+            let text = row.text("entries")?;
+            let batch: Vec<LogEntry> = serde_json::from_str(&text)
+                .map_err(|e| StorageError::Corrupt(format!("overlay_logs.entries: {e}")))?;
+            newest.extend(batch.into_iter().rev());
+            entries += row.count("entry_count")?;
+            bytes += row.count("byte_count")?;
+            if entries >= retention.max_entries || bytes >= retention.max_bytes {
+                break;
+            }
+        }
+        newest.truncate(retention.kept(&newest));
+        // Batches of several processes can interleave in time; entries are read by their own clock.
+        newest.sort_by(|a, b| b.at.cmp(&a.at));
+        newest.retain(|entry| query.matches(entry));
+        let total = newest.len() as u64;
+        newest.truncate(query.limit as usize);
+        Ok((newest, total))
     }
 
     async fn close(&self) {

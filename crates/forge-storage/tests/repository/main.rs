@@ -10,6 +10,7 @@
 mod capsules;
 mod fixture;
 mod health;
+mod logs;
 mod overlays;
 mod users;
 
@@ -73,6 +74,11 @@ suite! {
         caller_failures_are_recorded_but_not_held_against_the_overlay,
         probation_after_a_release,
         the_window_keeps_only_the_most_recent_calls,
+    ],
+    logs: [
+        appended_logs_are_read_newest_first_and_filtered,
+        trims_keep_the_retention_and_reads_never_exceed_it,
+        logs_of_missing_overlays_are_skipped_and_deleted_with_their_overlay,
     ],
     users: [
         users_are_found_by_name,

@@ -5,8 +5,9 @@
 #
 #   scripts/http-bench.sh [SECONDS] [CONNECTIONS] [WRK_THREADS]
 #
-# FORGE_BENCH_OVERLAY=log-line runs fixtures/wasm/log-line instead of echo: the same work plus one
-# log line per call, kept in the overlay's log (the summary's log_entries_kept).
+# FORGE_BENCH_OVERLAY=log-line runs fixtures/wasm/log-line instead of echo: its `process` logs one
+# line per call, kept in the overlay's log (the summary's log_entries_kept), and
+# FORGE_BENCH_FUNCTION=quiet calls its twin that does the same without the line.
 #
 # The server runs on the embedded default unless FORGE_DATABASE_URL (e.g. a PostgreSQL URL) is set.
 # FORGE_OVERLAY_BIN runs that binary instead of building this checkout's release binary (to compare
@@ -40,7 +41,7 @@ id="$(curl -sf -H "$auth" -F manifest=@"fixtures/wasm/$overlay.toml" -F wasm=@"$
 curl -sf -H "$auth" -X POST "$url/api/v1/overlays/$id/activate" >/dev/null
 cat >"$work/invoke.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"function": "process", "args": {"hello": "world"}}'
+wrk.body = '{"function": "${FORGE_BENCH_FUNCTION:-process}", "args": {"hello": "world"}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 done = function(summary, latency, requests)
@@ -63,6 +64,6 @@ backend=sqlite
 # Entries in the overlay's kept log ("null" from a build without logs, to compare with).
 logged="$(curl -s -H "$auth" "$url/api/v1/overlays/$id/logs?limit=1" |
     python3 -c 'import json,sys; print(json.load(sys.stdin).get("meta", {}).get("total", "null"))')"
-printf '{"overlay": "%s", "backend": "%s", "seconds": %s, "connections": %s, "requests": %s, "requests_per_sec": %s, "p50_us": %s, "p99_us": %s, "mean_us": %s, "status_errors": %s, "socket_errors": %s, "timeouts": %s, "invocations_counted": %s, "log_entries_kept": %s}\n' \
-    "$overlay" "$backend" "$seconds" "$connections" "$requests" "$rps" \
+printf '{"overlay": "%s", "function": "%s", "backend": "%s", "seconds": %s, "connections": %s, "requests": %s, "requests_per_sec": %s, "p50_us": %s, "p99_us": %s, "mean_us": %s, "status_errors": %s, "socket_errors": %s, "timeouts": %s, "invocations_counted": %s, "log_entries_kept": %s}\n' \
+    "$overlay" "${FORGE_BENCH_FUNCTION:-process}" "$backend" "$seconds" "$connections" "$requests" "$rps" \
     "$p50" "$p99" "$mean" "$status_errors" "$socket_errors" "$timeouts" "$counted" "$logged"

@@ -33,8 +33,12 @@ pub(crate) struct OverlaySeries {
 
 impl OverlaySeries {
     pub(crate) fn observe(&self, result: &OverlayResult, log: &CallLog) {
-        self.log_lines.inc_by(log.lines.len() as u64);
-        self.log_dropped_bytes.inc_by(log.dropped_bytes);
+        if !log.lines.is_empty() {
+            self.log_lines.inc_by(log.lines.len() as u64);
+        }
+        if log.dropped_bytes > 0 {
+            self.log_dropped_bytes.inc_by(log.dropped_bytes);
+        }
         let index = result
             .error_kind
             .map_or(0, |kind| 1 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0));

@@ -205,7 +205,9 @@ type Invoked =
 
 fn invoked(result: OverlayResult) -> Invoked {
     let id = result.invocation_id.map(|id| {
-        let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
+        let mut text = Uuid::encode_buffer();
+        let value =
+            HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).expect("a UUID is a header value");
         (HeaderName::from_static(INVOCATION_ID_HEADER), value)
     });
     Ok((AppendHeaders(id), Json(Data::new(result))))

@@ -195,6 +195,16 @@ pub(super) static LATENCY_HISTOGRAM: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {} FROM overlays WHERE id = $1", columns.join(", "))
 });
 
+/// Appends one batch of an overlay's log entries, unless the overlay is gone.
+pub(super) const INSERT_LOGS: &str = "INSERT INTO overlay_logs (overlay_id, entry_count, byte_count, entries) \
+     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM overlays WHERE id = $1)";
+/// The sizes of an overlay's log batches, newest first (to find where the retention ends).
+pub(super) const LOG_SIZES: &str =
+    "SELECT id, entry_count, byte_count FROM overlay_logs WHERE overlay_id = $1 ORDER BY id DESC";
+pub(super) const TRIM_LOGS: &str = "DELETE FROM overlay_logs WHERE overlay_id = $1 AND id < $2";
+pub(super) const READ_LOGS: &str =
+    "SELECT entry_count, byte_count, entries FROM overlay_logs WHERE overlay_id = $1 ORDER BY id DESC";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,13 +218,3 @@ mod tests {
         assert!(LATENCY_HISTOGRAM.contains(&bucket_column(last)));
     }
 }
-
-/// Appends one batch of an overlay's log entries, unless the overlay is gone.
-pub(super) const INSERT_LOGS: &str = "INSERT INTO overlay_logs (overlay_id, entry_count, byte_count, entries) \
-     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM overlays WHERE id = $1)";
-/// The sizes of an overlay's log batches, newest first (to find where the retention ends).
-pub(super) const LOG_SIZES: &str =
-    "SELECT id, entry_count, byte_count FROM overlay_logs WHERE overlay_id = $1 ORDER BY id DESC";
-pub(super) const TRIM_LOGS: &str = "DELETE FROM overlay_logs WHERE overlay_id = $1 AND id < $2";
-pub(super) const READ_LOGS: &str =
-    "SELECT entry_count, byte_count, entries FROM overlay_logs WHERE overlay_id = $1 ORDER BY id DESC";

@@ -500,7 +500,7 @@ impl Repository for SqlRepository {
         }
         newest.truncate(retention.kept(&newest));
         // Batches of several processes can interleave in time; entries are read by their own clock.
-        newest.sort_by(|a, b| b.at.cmp(&a.at));
+        newest.sort_by_key(|entry| std::cmp::Reverse(entry.at));
         newest.retain(|entry| query.matches(entry));
         let total = newest.len() as u64;
         newest.truncate(query.limit as usize);

@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// `process` logs its input as an info line and answers it; `boom` logs its input as an error
-/// line, then traps.
+/// `process` logs its input as an info line and answers it; `twice` does so twice; `boom` logs its
+/// input as an error line, then traps.
 const LOGGER_WAT: &str = r#"(module
   (import "forge" "log_info" (func $info (param i32 i32)))
   (import "forge" "log_error" (func $error (param i32 i32)))
@@ -29,13 +29,18 @@ const LOGGER_WAT: &str = r#"(module
   (func (export "process") (param $ptr i32) (param $len i32) (result i64)
     (call $info (local.get $ptr) (local.get $len))
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
+  (func (export "twice") (param $ptr i32) (param $len i32) (result i64)
+    (call $info (local.get $ptr) (local.get $len))
+    (call $info (local.get $ptr) (local.get $len))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
   (func (export "boom") (param $ptr i32) (param $len i32) (result i64)
     (call $error (local.get $ptr) (local.get $len))
     unreachable))"#;
 
 /// Registers the logger as `owner` and has the admin activate it.
 fn active_logger(owner: &Api, admin: &Api) -> Uuid {
-    let manifest = json!({"name": "logger", "version": "1.0.0", "entry_points": ["process", "boom"]});
+    let manifest =
+        json!({"name": "logger", "version": "1.0.0", "entry_points": ["process", "twice", "boom"]});
     let overlay = owner.register_json(manifest, LOGGER_WAT.as_bytes(), None).unwrap();
     admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
 }
@@ -110,9 +115,19 @@ fn invocations_carry_ids_and_their_logs_are_kept_for_those_who_may_read_them() {
     admin.get(&format!("/api/v1/overlays/{id}/logs?level=warn")).refused(422, "validation_error");
     admin.get(&format!("/api/v1/overlays/{id}/logs?since=yesterday")).refused(422, "validation_error");
 
-    // Log lines counted per overlay; a deleted overlay's log goes with it.
+    // A second line of 40 KB is over the call's 64 KiB log budget: dropped and counted, in the
+    // result and in metrics.
+    let flood = json!({"s": "x".repeat(40_000)});
+    let dropped = admin.invoke(id, &with_logs(call("twice", flood.clone()))).unwrap();
+    assert_eq!((dropped.logs.unwrap().len(), dropped.logs_dropped), (1, Some(1)));
+
+    // Log lines and dropped bytes counted per overlay; a deleted overlay's log goes with it.
     let metrics = server.anonymous().get("/metrics").body.as_str().unwrap().to_owned();
-    assert!(metrics.contains("forge_overlay_log_lines_total{overlay=\"logger@1.0.0\"} 5"), "{metrics}");
+    assert!(metrics.contains("forge_overlay_log_lines_total{overlay=\"logger@1.0.0\"} 6"), "{metrics}");
+    let dropped_bytes = flood.to_string().len();
+    let counter =
+        format!("forge_overlay_log_dropped_bytes_total{{overlay=\"logger@1.0.0\"}} {dropped_bytes}");
+    assert!(metrics.contains(&counter), "{metrics}");
     admin.delete_overlay(id, None).unwrap();
     refusal(admin.overlay_logs(id, &LogsQuery::default()), 404, ErrorCode::NotFound);
     server.assert_serving();

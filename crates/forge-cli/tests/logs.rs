@@ -177,10 +177,16 @@ fn the_kept_log_stays_within_its_retention_across_restarts() {
 #[test]
 fn the_cli_shows_one_calls_story_and_follows_new_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Launch::new(&dir.path().join("data")).start();
+    let server = Launch::new(&dir.path().join("data")).arg("--log=info,forge_service=debug").start();
     let admin = server.admin();
     let id = active_logger(&admin, &admin);
     let failed = admin.invoke(id, &call("boom", json!({"why": "told to"}))).unwrap().invocation_id.unwrap();
+    let server_log = server.log();
+    let in_span = format!("invocation{{id={failed} overlay=logger@1.0.0}}");
+    assert!(
+        server_log.lines().any(|line| line.contains(&in_span) && line.contains(r#"{"why":"told to"}"#)),
+        "the server's own events of a call carry its id: {server_log}"
+    );
     let cli = |args: &[&str]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_forge-overlay"));
         command.args(["overlay", "--url", &server.url, "--token", ADMIN_TOKEN]).args(args);

@@ -76,8 +76,15 @@ fn an_allowed_request_succeeds_through_the_api_and_is_logged_and_counted() {
     assert_eq!(denied.error_kind, Some(ErrorKind::CapabilityDenied), "{denied:?}");
 
     let metrics = server.anonymous().get("/metrics").body;
-    let counted = r#"forge_http_requests_total{outcome="ok",overlay="fetcher"} 1"#;
-    assert!(metrics.as_str().unwrap().lines().any(|line| line == counted), "{metrics}");
+    let counted = r#"forge_overlay_http_requests_total{outcome="ok",overlay="fetcher"} 1"#;
+    let text = metrics.as_str().unwrap();
+    assert!(text.lines().any(|line| line == counted), "{metrics}");
+    // One family per name: the service's outbound counter and the HTTP layer's request counter
+    // share the exposition.
+    let families: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("# TYPE ")).collect();
+    let names: std::collections::BTreeSet<&str> =
+        families.iter().filter_map(|f| f.split(' ').next()).collect();
+    assert_eq!(names.len(), families.len(), "a metric name declared twice:\n{text}");
     let log = server.log();
     let line = log.lines().find(|line| line.contains("outbound http")).unwrap_or_else(|| panic!("{log}"));
     assert!(

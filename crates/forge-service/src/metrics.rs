@@ -109,7 +109,7 @@ impl ServiceMetrics {
         .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new(
-                "http_requests_total",
+                "overlay_http_requests_total",
                 "Outbound http_request calls sent for overlays, by overlay and outcome (ok, denied, failed, timeout)",
             ),
             &["overlay", "outcome"],

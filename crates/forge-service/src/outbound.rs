@@ -30,7 +30,7 @@ pub const MAX_REDIRECTS: usize = 5;
 pub struct OutboundHttp {
     /// Shared by every request (its TLS roots are loaded once); connects only to checked addresses.
     client: reqwest::Client,
-    /// `forge_http_requests_total`, by overlay and outcome; none for local runs.
+    /// `forge_overlay_http_requests_total`, by overlay and outcome; none for local runs.
     counter: Option<IntCounterVec>,
 }
 

@@ -42,6 +42,9 @@ pub(crate) struct RegistrationLimiter {
 }
 
 impl RegistrationLimiter {
+    /// Users remembered before those with full buckets are forgotten.
+    const PRUNE_AT: usize = 1024;
+
     pub(crate) fn new(per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
         let interval = Duration::from_secs(60) / per_minute;
@@ -51,6 +54,10 @@ impl RegistrationLimiter {
     /// Takes one of `user`'s tokens, or says in how many seconds (rounded up) the next one comes.
     fn take(&self, user: &str, now: Instant) -> Result<(), u64> {
         let mut drained_at = self.drained_at.lock();
+        if drained_at.len() >= Self::PRUNE_AT {
+            // A user whose bucket has refilled is as good as one never seen.
+            drained_at.retain(|_, at| *at > now);
+        }
         let drained = drained_at.get(user).map_or(now, |&at| at.max(now));
         if drained <= now + self.burst {
             drained_at.insert(user.to_owned(), drained + self.interval);
@@ -505,5 +512,12 @@ mod tests {
         let later = start + Duration::from_secs(3600);
         assert_eq!((limiter.take("ursula", later), limiter.take("ursula", later)), (Ok(()), Ok(())));
         assert!(limiter.take("ursula", later).is_err(), "a long pause refills no more than the burst");
+
+        for n in 0..RegistrationLimiter::PRUNE_AT {
+            limiter.take(&format!("user-{n}"), later).unwrap();
+        }
+        let much_later = later + Duration::from_secs(3600);
+        limiter.take("ursula", much_later).unwrap();
+        assert_eq!(limiter.drained_at.lock().len(), 1, "users with full buckets are forgotten");
     }
 }

@@ -90,8 +90,6 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
         (None, path) => crate::project::built_module(path.as_deref())?,
     };
     let function = function.map_or_else(|| manifest.entry_points[0].clone(), str::to_owned);
-    let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
-    let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     if let Some(mount) = module.mounts.iter().find(|m| !m.dir.is_dir()) {
         return Err(ForgeError::validation(format!(
             "mount `{}`: {} is not a directory",
@@ -105,6 +103,9 @@ fn load(module: &ModuleArgs, function: Option<&str>) -> Result<Loaded, ForgeErro
     };
     let config = RuntimeConfig { mounts: module.mounts.clone(), ..RuntimeConfig::default() };
     let runtime = Runtime::new(config, services)?;
+    let wasm = input::read(&wasm_path).map_err(ForgeError::validation)?;
+    runtime.check_module_size(wasm.len())?;
+    let wasm = forge_runtime::wasm_from_binary_or_text(&wasm)?;
     let prepared = runtime.prepare(&manifest, &wasm)?;
     let identity =
         OverlayIdentity { id: None, name: manifest.name.as_str().into(), trust_level: TrustLevel::Sandbox };

@@ -118,8 +118,10 @@ impl Runtime {
 
     /// Checks a module and pre-links it for its manifest's grants, ready for any number of calls.
     /// Only a module that passes enters the compiled-module caches.
+    ///
+    /// The size cap is for uploads ([`Self::check_module_size`], before parsing): a module stored
+    /// under a larger `max_module_bytes` still loads after the cap is lowered.
     pub fn prepare(&self, manifest: &OverlayManifest, wasm: &[u8]) -> Result<PreparedOverlay, ForgeError> {
-        self.check_module_size(wasm.len())?;
         let hash = sha256_hex(wasm);
         let (module, compiled_now) = self.compile(&hash, wasm)?;
         let info = abi::check_module(&module, manifest)?;
@@ -372,19 +374,25 @@ mod tests {
     }
 
     #[test]
-    fn oversized_modules_are_refused_before_parsing() {
+    fn oversized_uploads_are_refused_and_stored_modules_still_load() {
         let runtime = Runtime::new(
             RuntimeConfig { max_instances: 2, max_module_bytes: 64, ..RuntimeConfig::default() },
             HostServices::default(),
         )
         .unwrap();
-        let err = runtime.prepare(&manifest(), &[0xff; 65]).err().expect("refused");
+        let err = runtime.check_module_size(65).expect_err("refused");
         assert_eq!(
             (err.code, err.details["limit"].as_str()),
             (ErrorCode::PayloadTooLarge, Some("max_module_bytes"))
         );
         assert_eq!(err.details["max_bytes"], 64);
         assert!(runtime.check_module_size(64).is_ok());
+        let stored = valid_module(8);
+        assert!(stored.len() > 64);
+        assert!(
+            runtime.prepare(&manifest(), &stored).is_ok(),
+            "a module stored under a larger cap still loads"
+        );
     }
 
     #[test]

@@ -121,6 +121,9 @@ class Client:
             if response.getheader("Connection", "").lower() == "close":
                 self.close()
             return response.status, data
+        except ConnectionRefusedError as error:  # never reached a server
+            self.close()
+            return "connection_refused", repr(error).encode()
         except (ConnectionError, http.client.HTTPException, OSError) as error:
             self.close()
             return "connection_error", repr(error).encode()

@@ -58,6 +58,8 @@ pub struct Capsule {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewCapsule {
+    /// Not only white space; at most 1 MiB of UTF-8.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"\S"))]
     pub content: String,
     #[serde(rename = "type")]
     pub capsule_type: CapsuleType,

@@ -55,7 +55,9 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1-100 letters, digits, `.`, `_`, `-` or `@`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._@-]{1,100}$"))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub roles: Vec<Role>,
     #[serde(default = "default_user_trust")]
     #[cfg_attr(feature = "openapi", schema(required = false, default = default_user_trust))]

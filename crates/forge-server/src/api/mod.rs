@@ -15,8 +15,11 @@ use axum::{Extension, middleware};
 use forge_model::{ForgeError, LifecycleAction};
 use forge_service::OverlayService;
 use std::sync::Arc;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -77,6 +80,90 @@ fn document_authentication(openapi: &mut Document) {
                 continue;
             }
             operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+        }
+    }
+}
+
+/// Adds the refusals that the extractors and middleware give any operation of their kind, where
+/// the handler's own list leaves them out (run after [`document_authentication`]); found by testing
+/// the server against this document (`scripts/api-fuzz.sh`):
+/// - a path parameter that does not parse (no UUID, no such action): 404;
+/// - a query parameter that does not parse: 422;
+/// - a request body: 413 over the route's limit, 415 without `Content-Type: application/json`
+///   (multipart too for registrations), 422 not JSON, not of the body's shape, or too slow to arrive;
+/// - 429 with `Retry-After`: for a token, a client address over `failed_auth_per_minute`; for a
+///   body, no room in `max_body_bytes_in_flight` within 5 s.
+///
+/// A status the handler documents keeps its description; a 429 has the causes above added to it.
+fn document_refusals(openapi: &mut Document) {
+    let refusal = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name(ForgeError::name()))).build(),
+            )
+            .build()
+    };
+    let retry_after = || {
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
+            .description(Some("Seconds to wait"))
+            .build()
+            .into()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses.entry(status.into()).or_insert_with(|| refusal(description).into());
+            };
+            if path.contains('{') {
+                add("404", "A path parameter does not parse, so it names nothing");
+            }
+            let queried = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+            if queried {
+                add("422", "A query parameter does not parse");
+            }
+            let has_body = operation.request_body.is_some();
+            if has_body {
+                add("413", "Body larger than this route's limit (`details.limit` names it)");
+                add("415", "Body without `Content-Type: application/json`");
+                add(
+                    "422",
+                    "Body not JSON, not of the documented shape, or not all arrived within `body_read_timeout_secs`",
+                );
+            }
+            let authenticated = responses.contains_key("401");
+            let mut causes = Vec::new();
+            if authenticated {
+                causes.push(
+                    "this client address looked up more unknown tokens than `failed_auth_per_minute` allows",
+                );
+            }
+            if has_body {
+                causes.push("no room came in `max_body_bytes_in_flight` within 5 s");
+            }
+            if causes.is_empty() {
+                continue;
+            }
+            let causes = causes.join("; or ");
+            match responses.entry("429".into()).or_insert_with(|| refusal("").into()) {
+                RefOr::T(response) => {
+                    response.description = if response.description.is_empty() {
+                        format!("Too many requests: {causes}; retry after `Retry-After` seconds")
+                    } else {
+                        format!("{}; or {causes}", response.description)
+                    };
+                    response.headers.entry("Retry-After".into()).or_insert_with(retry_after);
+                }
+                RefOr::Ref(_) => {}
+            }
         }
     }
 }
@@ -150,6 +237,7 @@ fn routes(http_limits: &HttpLimits) -> (Router<Arc<AppState>>, Document) {
         .nest(PREFIX, api)
         .split_for_parts();
     document_authentication(&mut openapi);
+    document_refusals(&mut openapi);
     (router, openapi)
 }
 
@@ -463,5 +551,40 @@ mod tests {
         documents_defaults::<OverlayInvocation>(&doc, "OverlayInvocation", json!({"function": "process"}));
         documents_defaults::<NewCapsule>(&doc, "NewCapsule", json!({"content": "c", "type": "code"}));
         documents_defaults::<forge_model::NewUser>(&doc, "NewUser", json!({"name": "u", "roles": ["user"]}));
+    }
+
+    /// Every operation documents the refusals its extractors and middleware can give (what
+    /// schemathesis found missing: 415 and 422 of JSON bodies, 422 of queries, 404 of paths, 429).
+    #[test]
+    fn every_operation_documents_the_refusals_of_its_kind() {
+        let (_, openapi) = routes(&HttpLimits::default());
+        for (path, item) in &openapi.paths.paths {
+            let operations = [&item.get, &item.put, &item.post, &item.delete];
+            for operation in operations.into_iter().flatten() {
+                let statuses: BTreeSet<&str> =
+                    operation.responses.responses.keys().map(String::as_str).collect();
+                let open = !statuses.contains("401");
+                let mut expected = BTreeSet::new();
+                if path.contains('{') {
+                    expected.insert("404");
+                }
+                if operation.request_body.is_some() {
+                    expected.extend(["413", "415", "422", "429"]);
+                }
+                if !open {
+                    expected.insert("429");
+                }
+                let missing: Vec<_> = expected.difference(&statuses).collect();
+                assert!(missing.is_empty(), "{path}: {missing:?} undocumented");
+                if let Some(utoipa::openapi::RefOr::T(too_many)) = operation.responses.responses.get("429") {
+                    assert!(too_many.headers.contains_key("Retry-After"), "{path}: 429 without Retry-After");
+                }
+            }
+        }
+        let doc = document();
+        let events = &doc["paths"]["/api/v1/overlays/{id}/events"]["get"]["responses"];
+        assert!(events["422"].is_object(), "a page that does not parse is a 422");
+        let revoke = &doc["paths"]["/api/v1/tokens/revoke"]["post"]["responses"];
+        assert!(revoke["429"]["description"].as_str().unwrap().contains("failed_auth_per_minute"));
     }
 }

@@ -114,6 +114,11 @@ pub struct LogRetention {
 }
 
 impl LogRetention {
+    /// Whether `entries` entries of `bytes` message bytes fill the retention (either bound).
+    pub fn reached(&self, entries: u64, bytes: u64) -> bool {
+        entries >= self.max_entries || bytes >= self.max_bytes
+    }
+
     /// How many of `entries` (newest first) the retention keeps.
     pub fn kept<'a>(&self, entries: impl IntoIterator<Item = &'a LogEntry>) -> usize {
         let (mut count, mut bytes) = (0u64, 0u64);
@@ -180,5 +185,7 @@ mod tests {
             "bounds are inclusive"
         );
         assert_eq!(LogRetention { max_entries: 0, max_bytes: 1000 }.kept(&entries), 0);
+        let retention = LogRetention { max_entries: 10, max_bytes: 100 };
+        assert!(!retention.reached(9, 99) && retention.reached(10, 0) && retention.reached(0, 100));
     }
 }

@@ -1,6 +1,6 @@
 //! Who may do what: one table of operations and the roles that may perform them.
 
-use forge_model::{ForgeError, LifecycleAction, Principal, Role, TrustLevel};
+use forge_model::{ForgeError, LifecycleAction, Principal, Role, TrustLevel, abbreviated};
 
 /// Every operation that needs a particular role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,18 @@ pub fn require(actor: &Principal, operation: Operation) -> Result<(), ForgeError
 /// error, audit reasons): admins, operators and the overlay's submitter may.
 pub(crate) fn sees_details(caller: &Principal, submitter: Option<&str>) -> bool {
     caller.has_any_role(&[Role::Admin, Role::Operator]) || submitter == Some(caller.name.as_str())
+}
+
+/// 403 unless `caller` may read the logs of an overlay `submitter` registered: logs quote the
+/// overlay's input, so only those who see its other details (see [`sees_details`]) may.
+pub(crate) fn require_log_access(caller: &Principal, submitter: &str) -> Result<(), ForgeError> {
+    if sees_details(caller, Some(submitter)) {
+        return Ok(());
+    }
+    Err(ForgeError::authorization(format!(
+        "only admins, operators and the overlay's submitter (`{}`) may read its logs",
+        abbreviated(submitter, 64)
+    )))
 }
 
 /// 403 unless `actor`'s trust reaches `level`: no one acts on, or hands out, more trust than it

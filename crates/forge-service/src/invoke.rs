@@ -6,9 +6,8 @@
 //! thread is handed over.
 
 use crate::OverlayService;
-use crate::access::{Operation, require, require_trust};
+use crate::access::{Operation, require, require_log_access, require_trust};
 use crate::cache::Entry;
-use crate::logs::require_log_access;
 use forge_model::{
     ForgeError, HealthReport, Overlay, OverlayInvocation, OverlayResult, OverlayState, Principal,
 };

@@ -3,10 +3,8 @@
 //! within `log_retention`.
 
 use crate::OverlayService;
-use crate::access::{Operation, require, sees_details};
-use forge_model::{
-    ForgeError, LogEntry, LogLine, LogQuery, LogRetention, OverlayResult, Principal, abbreviated,
-};
+use crate::access::{Operation, require, require_log_access};
+use forge_model::{ForgeError, LogEntry, LogLine, LogQuery, LogRetention, OverlayResult, Principal};
 use forge_storage::LogBatch;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -113,13 +111,14 @@ impl Written {
     /// Whether an overlay's log has grown by a tenth of the retention since its last trim: trims
     /// then cost one indexed read and delete per tenth, whatever the rate of lines.
     fn trim_due(&self, retention: LogRetention) -> bool {
-        self.entries * 10 >= retention.max_entries || self.bytes * 10 >= retention.max_bytes
+        retention.reached(self.entries * 10, self.bytes * 10)
     }
 }
 
 impl OverlayService {
     /// Stores every log entry recorded so far, then trims the logs that have grown past a tenth of
-    /// the retention since their last trim.
+    /// the retention since their last trim (a failed trim is logged and tried again at the next
+    /// flush: the entries are stored, and reads never exceed the retention anyway).
     pub async fn flush_logs(&self) -> Result<(), ForgeError> {
         let recorder = &self.inner.logs;
         let retention = recorder.retention;
@@ -137,8 +136,12 @@ impl OverlayService {
             since_trim.entries += batch.entries.len() as u64;
             since_trim.bytes += batch.entries.iter().map(LogEntry::retained_bytes).sum::<u64>();
             if since_trim.trim_due(retention) {
-                self.inner.repo.trim_logs(batch.overlay_id, retention).await?;
-                *since_trim = Written::default();
+                match self.inner.repo.trim_logs(batch.overlay_id, retention).await {
+                    Ok(()) => *since_trim = Written::default(),
+                    Err(error) => {
+                        tracing::warn!(%error, overlay = %batch.overlay_id, "cannot trim an overlay's log")
+                    }
+                }
             }
         }
         Ok(())
@@ -160,18 +163,6 @@ impl OverlayService {
         }
         Ok(self.inner.repo.read_logs(id, self.inner.config.log_retention, query).await?)
     }
-}
-
-/// 403 unless `caller` may read the logs of an overlay `submitter` registered: logs quote the
-/// overlay's input, so only those who see its other details (see [`sees_details`]) may.
-pub(crate) fn require_log_access(caller: &Principal, submitter: &str) -> Result<(), ForgeError> {
-    if sees_details(caller, Some(submitter)) {
-        return Ok(());
-    }
-    Err(ForgeError::authorization(format!(
-        "only admins, operators and the overlay's submitter (`{}`) may read its logs",
-        abbreviated(submitter, 64)
-    )))
 }
 
 #[cfg(test)]

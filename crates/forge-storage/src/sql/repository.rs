@@ -1,7 +1,7 @@
 //! The one implementation of [`Repository`], shared by SQLite and PostgreSQL: transactions, the
 //! audit event recorded with each change, and the quarantine rule applied where the counters are.
 
-use super::backend::{Arg, Execute, Pools, Tx, count};
+use super::backend::{Arg, Execute, Pools, Row, Tx, count};
 use super::queries::*;
 use super::rows::{
     capsule_from, event_from, health_from, overlay_from, overlays_from, preview_from, token_from, trust_from,
@@ -56,6 +56,20 @@ async fn insert_event(tx: &mut Tx, event: &NewAuditEvent, at: DateTime<Utc>) -> 
     )
     .await?;
     Ok(())
+}
+
+/// How many of an overlay's log batches (rows with `entry_count` and `byte_count`, newest first)
+/// hold its retained entries: up to and including the batch in which the retention is reached.
+fn retained_batches(batches: &[Row], retention: LogRetention) -> Result<usize> {
+    let (mut entries, mut bytes) = (0, 0);
+    for (index, batch) in batches.iter().enumerate() {
+        entries += batch.count("entry_count")?;
+        bytes += batch.count("byte_count")?;
+        if retention.reached(entries, bytes) {
+            return Ok(index + 1);
+        }
+    }
+    Ok(batches.len())
 }
 
 /// Applies one delta inside the batch's transaction, then the quarantine rule on the new values; an
@@ -465,17 +479,13 @@ impl Repository for SqlRepository {
 
     async fn trim_logs(&self, overlay_id: Uuid, retention: LogRetention) -> Result<()> {
         let sizes = self.pools.read().await?.fetch_all(LOG_SIZES, &[overlay_id.into()]).await?;
-        let (mut entries, mut bytes) = (0, 0);
-        for row in &sizes {
-            entries += row.count("entry_count")?;
-            bytes += row.count("byte_count")?;
-            if entries >= retention.max_entries || bytes >= retention.max_bytes {
-                let mut tx = self.pools.write().await?;
-                tx.execute(TRIM_LOGS, &[overlay_id.into(), row.int("id")?.into()]).await?;
-                return tx.commit().await;
-            }
+        let kept = retained_batches(&sizes, retention)?;
+        if kept == sizes.len() {
+            return Ok(());
         }
-        Ok(())
+        let mut tx = self.pools.write().await?;
+        tx.execute(TRIM_LOGS, &[overlay_id.into(), sizes[kept - 1].int("id")?.into()]).await?;
+        tx.commit().await
     }
 
     async fn read_logs(
@@ -486,17 +496,12 @@ impl Repository for SqlRepository {
     ) -> Result<(Vec<LogEntry>, u64)> {
         let rows = self.pools.read().await?.fetch_all(READ_LOGS, &[overlay_id.into()]).await?;
         // Newest first: each batch's entries reversed, batches past the retention left unparsed.
-        let (mut newest, mut entries, mut bytes) = (Vec::new(), 0, 0);
-        for row in &rows {
+        let mut newest = Vec::new();
+        for row in &rows[..retained_batches(&rows, retention)?] {
             let text = row.text("entries")?;
             let batch: Vec<LogEntry> = serde_json::from_str(&text)
                 .map_err(|e| StorageError::Corrupt(format!("overlay_logs.entries: {e}")))?;
             newest.extend(batch.into_iter().rev());
-            entries += row.count("entry_count")?;
-            bytes += row.count("byte_count")?;
-            if entries >= retention.max_entries || bytes >= retention.max_bytes {
-                break;
-            }
         }
         newest.truncate(retention.kept(&newest));
         // Batches of several processes can interleave in time; entries are read by their own clock.

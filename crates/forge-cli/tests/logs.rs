@@ -16,16 +16,12 @@ use uuid::Uuid;
 
 /// `process` logs its input as an info line and answers it; `twice` does so twice; `boom` logs its
 /// input as an error line, then traps.
-const LOGGER_WAT: &str = r#"(module
+fn logger_wat() -> String {
+    format!(
+        r#"(module
   (import "forge" "log_info" (func $info (param i32 i32)))
   (import "forge" "log_error" (func $error (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "forge_alloc") (param $size i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $ptr))
+  {BUMP_ALLOCATOR_WAT}
   (func (export "process") (param $ptr i32) (param $len i32) (result i64)
     (call $info (local.get $ptr) (local.get $len))
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
@@ -35,13 +31,15 @@ const LOGGER_WAT: &str = r#"(module
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
   (func (export "boom") (param $ptr i32) (param $len i32) (result i64)
     (call $error (local.get $ptr) (local.get $len))
-    unreachable))"#;
+    unreachable))"#
+    )
+}
 
 /// Registers the logger as `owner` and has the admin activate it.
 fn active_logger(owner: &Api, admin: &Api) -> Uuid {
     let manifest =
         json!({"name": "logger", "version": "1.0.0", "entry_points": ["process", "twice", "boom"]});
-    let overlay = owner.register_json(manifest, LOGGER_WAT.as_bytes(), None).unwrap();
+    let overlay = owner.register_json(manifest, logger_wat().as_bytes(), None).unwrap();
     admin.transition(overlay.id, LifecycleAction::Activate, None).unwrap().id
 }
 

@@ -53,19 +53,22 @@ pub const SPIN_WAT: &str = r#"(module
   (func (export "forge_alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "spin") (param i32 i32) (result i64) (loop $forever (br $forever)) (i64.const 0)))"#;
 
+/// A guest's memory and its bump allocator: `forge_alloc` hands out memory from 1024 on.
+pub const BUMP_ALLOCATOR_WAT: &str = r#"(memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 1024))
+  (func (export "forge_alloc") (param $size i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $size)))
+    (local.get $ptr))"#;
+
 /// A guest whose `process` hands its input to the request / response host call `forge.{host_call}`
 /// (`http_request`, `capsule_delete`, ...) and returns the host's answer.
 pub fn forwarding_guest(host_call: &str) -> String {
     format!(
         r#"(module
   (import "forge" "{host_call}" (func $host (param i32 i32) (result i64)))
-  (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "forge_alloc") (param $size i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $ptr))
+  {BUMP_ALLOCATOR_WAT}
   (func (export "process") (param $ptr i32) (param $len i32) (result i64)
     (call $host (local.get $ptr) (local.get $len))))"#
     )

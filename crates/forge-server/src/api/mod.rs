@@ -16,10 +16,10 @@ use forge_model::{ForgeError, LifecycleAction};
 use forge_service::OverlayService;
 use std::sync::Arc;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -65,23 +65,35 @@ impl Modify for BearerTokens {
 /// Adds the 401 answer to every operation that takes a token: all but those declared open with
 /// `security(())` (run after the paths are collected).
 fn document_authentication(openapi: &mut Document) {
-    let unauthorized = ResponseBuilder::new()
-        .description("Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)")
+    let unauthorized = refusal("Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)");
+    let open = SecurityRequirement::default();
+    for (_, operation) in operations(openapi) {
+        if operation.security.as_ref().is_some_and(|required| required.contains(&open)) {
+            continue;
+        }
+        operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+    }
+}
+
+/// A refusal answer: the standard error body, described.
+fn refusal(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
         .content(
             "application/json",
             ContentBuilder::new().schema(Some(Ref::from_schema_name(ForgeError::name()))).build(),
         )
-        .build();
-    let open = SecurityRequirement::default();
-    for item in openapi.paths.paths.values_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
-            if operation.security.as_ref().is_some_and(|required| required.contains(&open)) {
-                continue;
-            }
-            operation.responses.responses.insert("401".into(), unauthorized.clone().into());
-        }
-    }
+        .build()
+}
+
+/// Every operation of the document, with its path.
+fn operations(openapi: &mut Document) -> impl Iterator<Item = (&String, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+            .map(move |operation| (path, operation))
+    })
 }
 
 /// Adds the refusals that the extractors and middleware give any operation of their kind, where
@@ -96,15 +108,6 @@ fn document_authentication(openapi: &mut Document) {
 ///
 /// A status the handler documents keeps its description; a 429 has the causes above added to it.
 fn document_refusals(openapi: &mut Document) {
-    let refusal = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new().schema(Some(Ref::from_schema_name(ForgeError::name()))).build(),
-            )
-            .build()
-    };
     let retry_after = || {
         HeaderBuilder::new()
             .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
@@ -112,58 +115,55 @@ fn document_refusals(openapi: &mut Document) {
             .build()
             .into()
     };
-    for (path, item) in openapi.paths.paths.iter_mut() {
-        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
-            let responses = &mut operation.responses.responses;
-            let mut add = |status: &str, description: &str| {
-                responses.entry(status.into()).or_insert_with(|| refusal(description).into());
-            };
-            if path.contains('{') {
-                add("404", "A path parameter does not parse, so it names nothing");
+    for (path, operation) in operations(openapi) {
+        let responses = &mut operation.responses.responses;
+        let mut add = |status: &str, description: &str| {
+            responses.entry(status.into()).or_insert_with(|| refusal(description).into());
+        };
+        if path.contains('{') {
+            add("404", "A path parameter does not parse, so it names nothing");
+        }
+        let queried = operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+        if queried {
+            add("422", "A query parameter does not parse");
+        }
+        let has_body = operation.request_body.is_some();
+        if has_body {
+            add("413", "Body larger than this route's limit (`details.limit` names it)");
+            add("415", "Body without `Content-Type: application/json`");
+            add(
+                "422",
+                "Body not JSON, not of the documented shape, or not all arrived within `body_read_timeout_secs`",
+            );
+        }
+        let authenticated = responses.contains_key("401");
+        let mut causes = Vec::new();
+        if authenticated {
+            causes.push(
+                "this client address looked up more unknown tokens than `failed_auth_per_minute` allows",
+            );
+        }
+        if has_body {
+            causes.push("no room came in `max_body_bytes_in_flight` within 5 s");
+        }
+        if causes.is_empty() {
+            continue;
+        }
+        let causes = causes.join("; or ");
+        match responses.entry("429".into()).or_insert_with(|| refusal("").into()) {
+            RefOr::T(response) => {
+                response.description = if response.description.is_empty() {
+                    format!("Too many requests: {causes}; retry after `Retry-After` seconds")
+                } else {
+                    format!("{}; or {causes}", response.description)
+                };
+                response.headers.entry("Retry-After".into()).or_insert_with(retry_after);
             }
-            let queried = operation
-                .parameters
-                .iter()
-                .flatten()
-                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
-            if queried {
-                add("422", "A query parameter does not parse");
-            }
-            let has_body = operation.request_body.is_some();
-            if has_body {
-                add("413", "Body larger than this route's limit (`details.limit` names it)");
-                add("415", "Body without `Content-Type: application/json`");
-                add(
-                    "422",
-                    "Body not JSON, not of the documented shape, or not all arrived within `body_read_timeout_secs`",
-                );
-            }
-            let authenticated = responses.contains_key("401");
-            let mut causes = Vec::new();
-            if authenticated {
-                causes.push(
-                    "this client address looked up more unknown tokens than `failed_auth_per_minute` allows",
-                );
-            }
-            if has_body {
-                causes.push("no room came in `max_body_bytes_in_flight` within 5 s");
-            }
-            if causes.is_empty() {
-                continue;
-            }
-            let causes = causes.join("; or ");
-            match responses.entry("429".into()).or_insert_with(|| refusal("").into()) {
-                RefOr::T(response) => {
-                    response.description = if response.description.is_empty() {
-                        format!("Too many requests: {causes}; retry after `Retry-After` seconds")
-                    } else {
-                        format!("{}; or {causes}", response.description)
-                    };
-                    response.headers.entry("Retry-After".into()).or_insert_with(retry_after);
-                }
-                RefOr::Ref(_) => {}
-            }
+            RefOr::Ref(_) => {}
         }
     }
 }

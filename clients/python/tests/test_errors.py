@@ -95,12 +95,13 @@ def test_a_missing_module_is_service_unavailable_and_retried_when_marked(
     with server.client(retry=RetryPolicy(attempts=3, backoff=0.01), transport=counting) as client:
         with pytest.raises(ServiceUnavailableError) as refused:
             client.invoke(overlay.id, "process", retryable=True)
-        assert counting.statuses == [503, 503, 503], "no Retry-After: a short backoff, three attempts"
+        assert counting.statuses == [503, 503, 503], "three attempts, each after the 503's Retry-After"
         counting.statuses.clear()
         with pytest.raises(ServiceUnavailableError):
             client.invoke(overlay.id, "process")
         assert counting.statuses == [503], "an invocation not marked retryable is sent once"
     assert refused.value.message == "overlay binary unavailable"
+    assert refused.value.retry_after == 1
 
 
 # The client never sends a wrong method or a body of the wrong type; these check that the server's

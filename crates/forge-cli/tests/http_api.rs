@@ -523,8 +523,13 @@ fn a_tampered_or_missing_binary_is_refused_with_503() {
 
     for overlay in [&tampered, &missing] {
         let invoked = admin.invoke(overlay.id, &call("process", json!({})));
+        assert!(
+            matches!(invoked, Err(forge_client::Error::Refused { retry_after: Some(1), .. })),
+            "a 503 says when to retry: {invoked:?}"
+        );
         let body = refused_call(&mut server, invoked, 503, ErrorCode::ServiceUnavailable);
         assert_eq!(body.message, "overlay binary unavailable");
+        assert_eq!(body.details["retry_after"], 1);
     }
     assert!(server.log().contains("does not match its recorded SHA-256"), "the reason is logged");
     assert_eq!(admin.health(tampered.id).invocation_count, 0, "nothing ran");

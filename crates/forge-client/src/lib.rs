@@ -49,7 +49,7 @@ pub enum Error {
     Refused {
         status: StatusCode,
         error: ForgeError,
-        /// Seconds to wait before retrying, for a 429 (`Retry-After`, or `details.retry_after`).
+        /// Seconds to wait before retrying, for a 429 or a 503 (`Retry-After`, or `details.retry_after`).
         retry_after: Option<u64>,
     },
     /// The client could not be set up (a URL that is not http(s), say); nothing was sent.

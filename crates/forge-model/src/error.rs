@@ -78,6 +78,10 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Seconds a client waits before retrying a 503: long enough for a restarted database or object
+/// store to come back, short enough that a blip costs little.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 /// An error as Forge reports it: a code, a human message and structured details (a validation
 /// error lists each violated rule in `details.errors`; a rate-limited call says in
 /// `details.retry_after` how many seconds to wait).
@@ -123,8 +127,11 @@ impl ForgeError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, message)
     }
+    /// A store or dependency is down for now: retry after [`UNAVAILABLE_RETRY_AFTER_SECS`] (also
+    /// `details.retry_after`, and `Retry-After` over HTTP).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ServiceUnavailable, message)
+            .with_detail("retry_after", UNAVAILABLE_RETRY_AFTER_SECS)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InternalError, message)

@@ -22,7 +22,7 @@ pub mod user;
 pub use audit::{AuditAction, AuditEvent, NewAuditEvent};
 pub use capability::{Capability, CapabilityName};
 pub use capsule::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule};
-pub use error::{ErrorCode, FieldError, ForgeError, abbreviated};
+pub use error::{ErrorCode, FieldError, ForgeError, UNAVAILABLE_RETRY_AFTER_SECS, abbreviated};
 pub use invocation::{Blame, ErrorKind, OverlayInvocation, OverlayResult};
 pub use logs::{LogEntry, LogLevel, LogLine, LogQuery, LogRetention, log_time};
 pub use manifest::{BuildSpec, MountGrant, OverlayManifest};

@@ -10,7 +10,7 @@ use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use forge_model::{ErrorCode, ForgeError};
+use forge_model::{ErrorCode, ForgeError, UNAVAILABLE_RETRY_AFTER_SECS};
 
 /// A refused request.
 #[derive(Debug)]
@@ -30,8 +30,12 @@ impl IntoResponse for ApiError {
         if error.code == ErrorCode::InternalError {
             tracing::error!(message = %error.message, "internal error");
         }
+        // "Not now" answers say when to ask again; a 503 built without a wait gets the default one.
         let retry_after = match error.code {
             ErrorCode::RateLimitExceeded => error.details.get("retry_after").and_then(|v| v.as_u64()),
+            ErrorCode::ServiceUnavailable => Some(
+                error.details.get("retry_after").and_then(|v| v.as_u64()).unwrap_or(UNAVAILABLE_RETRY_AFTER_SECS),
+            ),
             _ => None,
         };
         let challenge = error.code == ErrorCode::AuthenticationError;

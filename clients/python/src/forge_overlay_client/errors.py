@@ -78,10 +78,8 @@ class UnsupportedMediaTypeError(ForgeError):
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
-class RateLimitError(ForgeError):
-    """429: too many invocations in flight; `retry_after` is how many seconds to wait."""
-
-    code = ErrorCode.RATE_LIMIT_EXCEEDED
+class _NotNow(ForgeError):
+    """A refusal that says when to ask again: `retry_after` is how many seconds to wait."""
 
     def __init__(self, message: str, *, status: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, status=status, details=details)
@@ -89,8 +87,15 @@ class RateLimitError(ForgeError):
         self.retry_after: int | None = retry_after if isinstance(retry_after, int) else None
 
 
-class ServiceUnavailableError(ForgeError):
-    """503: a dependency of the server (storage, the stored module) is failing for now."""
+class RateLimitError(_NotNow):
+    """429: too many invocations in flight; `retry_after` is how many seconds to wait."""
+
+    code = ErrorCode.RATE_LIMIT_EXCEEDED
+
+
+class ServiceUnavailableError(_NotNow):
+    """503: a dependency of the server (storage, the stored module) is failing for now; `retry_after`
+    is how many seconds to wait."""
 
     code = ErrorCode.SERVICE_UNAVAILABLE
 

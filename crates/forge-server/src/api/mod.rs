@@ -104,17 +104,12 @@ fn operations(openapi: &mut Document) -> impl Iterator<Item = (&String, &mut Ope
 /// - a request body: 413 over the route's limit, 415 without `Content-Type: application/json`
 ///   (multipart too for registrations), 422 not JSON, not of the body's shape, or too slow to arrive;
 /// - 429 with `Retry-After`: for a token, a client address over `failed_auth_per_minute`; for a
-///   body, no room in `max_body_bytes_in_flight` within 5 s.
+///   body, no room in `max_body_bytes_in_flight` within 5 s;
+/// - 503 with `Retry-After`: for a token, the metadata store does not answer (every authenticated
+///   operation looks its caller up there).
 ///
 /// A status the handler documents keeps its description; a 429 has the causes above added to it.
 fn document_refusals(openapi: &mut Document) {
-    let retry_after = || {
-        HeaderBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
-            .description(Some("Seconds to wait"))
-            .build()
-            .into()
-    };
     for (path, operation) in operations(openapi) {
         let responses = &mut operation.responses.responses;
         let mut add = |status: &str, description: &str| {
@@ -141,6 +136,16 @@ fn document_refusals(openapi: &mut Document) {
             );
         }
         let authenticated = responses.contains_key("401");
+        if authenticated {
+            add("503", "A store the server depends on is unavailable for now");
+        }
+        if let Some(RefOr::T(unavailable)) = responses.get_mut("503") {
+            unavailable.description = format!(
+                "{}; nothing was changed, retry after `Retry-After` seconds",
+                unavailable.description
+            );
+            unavailable.headers.entry("Retry-After".into()).or_insert_with(retry_after_header);
+        }
         let mut causes = Vec::new();
         if authenticated {
             causes.push(
@@ -161,11 +166,20 @@ fn document_refusals(openapi: &mut Document) {
                 } else {
                     format!("{}; or {causes}", response.description)
                 };
-                response.headers.entry("Retry-After".into()).or_insert_with(retry_after);
+                response.headers.entry("Retry-After".into()).or_insert_with(retry_after_header);
             }
             RefOr::Ref(_) => {}
         }
     }
+}
+
+/// The `Retry-After` header of a 429 or 503 answer.
+fn retry_after_header() -> RefOr<utoipa::openapi::header::Header> {
+    HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0))))
+        .description(Some("Seconds to wait"))
+        .build()
+        .into()
 }
 
 /// The HTTP application over a running service: every route with its body limit, the fallbacks

@@ -162,7 +162,7 @@ impl Client {
             serde_json::from_slice(&body).map_err(|_| self.foreign(status, "no Forge error body", &body))?;
         let retry_after = retry_after
             .or_else(|| error.details.get("retry_after").and_then(Value::as_u64))
-            .filter(|_| status == StatusCode::TOO_MANY_REQUESTS);
+            .filter(|_| matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE));
         Err(Error::Refused { status, error, retry_after })
     }
 

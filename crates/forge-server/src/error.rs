@@ -34,7 +34,11 @@ impl IntoResponse for ApiError {
         let retry_after = match error.code {
             ErrorCode::RateLimitExceeded => error.details.get("retry_after").and_then(|v| v.as_u64()),
             ErrorCode::ServiceUnavailable => Some(
-                error.details.get("retry_after").and_then(|v| v.as_u64()).unwrap_or(UNAVAILABLE_RETRY_AFTER_SECS),
+                error
+                    .details
+                    .get("retry_after")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(UNAVAILABLE_RETRY_AFTER_SECS),
             ),
             _ => None,
         };

@@ -112,6 +112,7 @@ fn operations(openapi: &mut Document) -> impl Iterator<Item = (&String, &mut Ope
 fn document_refusals(openapi: &mut Document) {
     for (path, operation) in operations(openapi) {
         let responses = &mut operation.responses.responses;
+        let authenticated = responses.contains_key("401");
         let mut add = |status: &str, description: &str| {
             responses.entry(status.into()).or_insert_with(|| refusal(description).into());
         };
@@ -135,7 +136,6 @@ fn document_refusals(openapi: &mut Document) {
                 "Body not JSON, not of the documented shape, or not all arrived within `body_read_timeout_secs`",
             );
         }
-        let authenticated = responses.contains_key("401");
         if authenticated {
             add("503", "A store the server depends on is unavailable for now");
         }

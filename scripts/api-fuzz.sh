@@ -16,13 +16,13 @@
 #
 # FORGE_OVERLAY_BIN runs that binary instead of this checkout's debug build; FORGE_FUZZ_SEED fixes
 # schemathesis's seed; FORGE_FUZZ_REPORT_DIR keeps schemathesis's JUnit and NDJSON reports there.
-# Installs schemathesis with pip when `st` is missing.
+# Installs schemathesis 4.32.5 (the version of the recorded runs) with pip when `st` is missing.
 set -euo pipefail
 budget="${1:-45}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 if ! command -v st >/dev/null 2>&1; then
-    python3 -m pip install --quiet schemathesis >&2
+    python3 -m pip install --quiet 'schemathesis==4.32.5' >&2
 fi
 case "$budget" in
     *x) limit=(--max-examples "${budget%x}") ;;

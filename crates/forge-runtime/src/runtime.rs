@@ -206,13 +206,17 @@ fn engine_config(config: &RuntimeConfig) -> Config {
 }
 
 /// Writes a module's compiled code as `dir/{hash}`, through a temporary file renamed into place so
-/// that a reader never loads half a file.
+/// that a reader never loads half a file. A failed write (a full disk) removes the temporary file,
+/// which would otherwise hold the space nobody had.
 fn write_compiled(dir: &Path, hash: &str, module: &Module) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
+    let code = module.serialize()?;
     let staging = dir.join(format!("{hash}.{}.tmp", std::process::id()));
-    std::fs::write(&staging, module.serialize()?)?;
-    std::fs::rename(&staging, dir.join(hash))?;
-    Ok(())
+    let written = std::fs::write(&staging, code).and_then(|()| std::fs::rename(&staging, dir.join(hash)));
+    if written.is_err() {
+        std::fs::remove_file(&staging).ok();
+    }
+    Ok(written?)
 }
 
 /// Advances the engine's epoch every period while any call is in flight, and sleeps otherwise.
@@ -371,6 +375,18 @@ mod tests {
         assert_ne!(std::fs::read(&file).unwrap(), b"not compiled code", "replaced");
         let restarted = Runtime::new(runtime.config().clone(), HostServices::default()).unwrap();
         assert!(restarted.compiled_on_disk(&sha256_hex(&valid_module(4))).is_some(), "loadable now");
+    }
+
+    #[test]
+    fn a_compiled_file_that_cannot_be_written_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = Module::new(&Engine::default(), valid_module(5)).unwrap();
+        let hash = sha256_hex(&valid_module(5));
+        // A non-empty directory where the file goes: the rename into place fails.
+        std::fs::create_dir_all(dir.path().join(&hash).join("occupied")).unwrap();
+        assert!(write_compiled(dir.path(), &hash, &module).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from(&hash)], "only the obstacle is left");
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Pools {
     /// transaction that reads first never fails to upgrade its lock when another process writes.
     pub(crate) async fn write(&self) -> Result<Tx, StorageError> {
         Ok(match self {
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(begin_immediate(writer).await?),
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -59,6 +59,21 @@ impl Pools {
             }
             Pools::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// `BEGIN IMMEDIATE` on the writer connection. After SQLITE_FULL or an I/O error SQLite may roll the
+/// transaction back itself; sqlx's own ROLLBACK then fails and leaves the connection counted as in a
+/// transaction, refusing every later BEGIN. Such a connection is closed and a fresh one begins, so
+/// writes work again once the disk has room, without a restart.
+async fn begin_immediate(writer: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    match writer.begin_with("BEGIN IMMEDIATE").await {
+        Err(sqlx::Error::InvalidSavePointStatement) => {
+            tracing::warn!("SQLite writer connection stuck in a transaction SQLite ended; reconnecting");
+            writer.acquire().await?.close().await?;
+            writer.begin_with("BEGIN IMMEDIATE").await
+        }
+        begun => begun,
     }
 }
 
@@ -444,6 +459,38 @@ mod tests {
         let value = json!({"k\u{0}": ["x\u{0}", 1, {"n": null}]});
         assert_eq!(*clean_json(&value), json!({"k\u{FFFD}": ["x\u{FFFD}", 1, {"n": null}]}));
         assert!(matches!(clean_json(&json!({"a": "b"})), Cow::Borrowed(_)));
+    }
+
+    #[tokio::test]
+    async fn writes_work_again_after_sqlite_full() {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+        let dir = tempfile::tempdir().unwrap();
+        // A database capped at 16 pages fills as a full disk would: SQLITE_FULL, transaction rolled back.
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("capped.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("max_page_count", "16");
+        let pool = || SqlitePoolOptions::new().max_connections(1).connect_with(options.clone());
+        let pools = Pools::Sqlite { reader: pool().await.unwrap(), writer: pool().await.unwrap() };
+        let mut setup = pools.write().await.unwrap();
+        setup.execute("CREATE TABLE t (x BLOB)", &[]).await.unwrap();
+        setup.commit().await.unwrap();
+
+        let mut filling = pools.write().await.unwrap();
+        let full = loop {
+            if let Err(error) = filling.execute("INSERT INTO t VALUES (randomblob(8000))", &[]).await {
+                break error;
+            }
+        };
+        assert!(matches!(full, StorageError::Unavailable(_)), "{full:?}");
+        drop(filling);
+
+        let mut next = pools.write().await.expect("a later write begins");
+        next.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+        next.commit().await.unwrap();
+        let mut read = pools.read().await.unwrap();
+        assert_eq!(read.fetch_one("SELECT COUNT(*) AS n FROM t", &[]).await.unwrap().int("n").unwrap(), 1);
     }
 
     #[test]

@@ -360,7 +360,8 @@ fn a_stalled_capsule_store_ends_capsule_calls_at_their_deadline_and_wedges_nothi
     const CAPSULE_CLIENTS: usize = 4;
     const STALL: Duration = Duration::from_secs(8);
     // Successes before the stall, so that its timeouts (about CAPSULE_CLIENTS × STALL / deadline)
-    // stay a minority of the quarantine window: a host-call timeout counts against the overlay.
+    // stay a minority of the quarantine window: a host-call timeout counts against the overlay, so
+    // without them the stall quarantines this healthy overlay (a known design issue).
     const WARM_UP: usize = 50;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = runtime.block_on(forge_storage::testing::fresh_postgres());
@@ -421,6 +422,8 @@ fn a_stalled_capsule_store_ends_capsule_calls_at_their_deadline_and_wedges_nothi
         std::thread::sleep(Duration::from_millis(250));
         most_stalled = most_stalled.max(runtime.block_on(statements_waiting_for_a_lock(&db.url)));
     }
+    // The quarantine rule's view at the stall's worst, before successes refill the window.
+    let at_worst = admin.health(insight);
     runtime.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut locker)).unwrap();
     let unlocked = Instant::now();
     runtime.block_on(locker.close()).unwrap();
@@ -482,11 +485,14 @@ fn a_stalled_capsule_store_ends_capsule_calls_at_their_deadline_and_wedges_nothi
         "{most_stalled} stalled statements held connections; host calls have {HOST_CALL_DB_OPERATIONS} turns"
     );
 
-    let health = admin.health(insight);
     eprintln!(
-        "capsule-insight after the stall: {} (window failure rate {:.2})",
-        health.state, health.window_failure_rate
+        "capsule-insight at the end of the stall: {}, window failure rate {:.2} ({} of {} calls)",
+        at_worst.state,
+        at_worst.window_failure_rate,
+        at_worst.window_failure_count,
+        at_worst.window_invocation_count
     );
+    let health = admin.health(insight);
     assert_eq!(health.state, OverlayState::Active, "the stall quarantined a healthy overlay: {health:?}");
     let answered = (WARM_UP + probes + succeeded + timeouts) as u64;
     let failed = (timeouts + probe_timeouts) as u64;

@@ -47,6 +47,6 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     cargo fuzz run --sanitizer none "$target" "corpus/$target" "$seeds/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
-        grep -E '^(#[0-9]+ +DONE|stat::|==[0-9]+==|SUMMARY|Done|INFO: (seed|-max_len))|artifact|panicked|Test unit' || true
+        grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==[0-9]+==|SUMMARY|Done|INFO: (seed|-max_len))|artifact|panicked|Test unit' || true
     test "${PIPESTATUS[0]}" -eq 0 || { echo "fuzz target $target failed: see fuzz/artifacts/$target" >&2; exit 1; }
 done

@@ -73,21 +73,10 @@ fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
     (work(), start.elapsed())
 }
 
-/// Asserts the standard 503: `service_unavailable` body, `Retry-After` equal to `details.retry_after`.
-fn assert_unavailable(reply: &Reply) {
-    let body = reply.refused(503, "service_unavailable");
-    let retry_after: u64 = reply
-        .header("retry-after")
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("a 503 without Retry-After: {:?}", reply.headers));
-    assert!(retry_after >= 1, "{body}");
-    assert_eq!(body["details"]["retry_after"], retry_after, "{body}");
-}
-
 /// The overlay a registration created (201), or `None` for a standard 503; anything else fails.
 fn registered(reply: &Reply) -> Option<Overlay> {
     if reply.status == 503 {
-        assert_unavailable(reply);
+        reply.refused_with_retry_after(503, "service_unavailable");
         return None;
     }
     assert_eq!(reply.status, 201, "a registration is created or refused with 503: {}", reply.body);
@@ -97,7 +86,7 @@ fn registered(reply: &Reply) -> Option<Overlay> {
 /// Whether a call ran and echoed its `n` (200), or got a standard 503; anything else fails.
 fn ran(reply: &Reply, n: usize) -> bool {
     if reply.status == 503 {
-        assert_unavailable(reply);
+        reply.refused_with_retry_after(503, "service_unavailable");
         return false;
     }
     assert_eq!(reply.status, 200, "a call runs or is refused with 503: {}", reply.body);
@@ -478,7 +467,7 @@ fn full_disk_under_the_data_directory() {
         assert!(n < 500, "the database never filled up");
         let (reply, latency) = timed(|| create_user(&admin, &format!("user-{n}")));
         if reply.status == 503 {
-            assert_unavailable(&reply);
+            reply.refused_with_retry_after(503, "service_unavailable");
             unavailable.push(latency);
             users_refused += 1;
             if users_refused == 3 {

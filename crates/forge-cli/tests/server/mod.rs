@@ -303,6 +303,17 @@ impl Reply {
         &self.body
     }
 
+    /// Asserts [`Reply::refused`] with a `Retry-After` header of at least 1 s that equals
+    /// `details.retry_after`, as every 429 and 503 carries; returns those seconds.
+    pub fn refused_with_retry_after(&self, status: u16, code: &str) -> u64 {
+        let body = self.refused(status, code);
+        let seconds =
+            body["details"]["retry_after"].as_u64().unwrap_or_else(|| panic!("no retry_after: {body}"));
+        assert!(seconds >= 1, "{body}");
+        assert_eq!(self.header("retry-after"), Some(seconds.to_string().as_str()), "{body}");
+        seconds
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

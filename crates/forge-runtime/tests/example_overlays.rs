@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use forge_model::{CapsuleType, ErrorKind, LogLevel, NewCapsule, OverlayManifest, TrustLevel};
-use forge_runtime::{CapsuleStore, HostServices, InMemoryCapsules, NoNetwork};
+use forge_runtime::{HostServices, InMemoryCapsules, NoNetwork};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -141,7 +141,7 @@ fn wasm_capsules() -> Arc<InMemoryCapsules> {
             owner: None,
             created_by_overlay: None,
         };
-        io().block_on(store.create(capsule)).unwrap();
+        store.insert(capsule);
     }
     store
 }

@@ -1,5 +1,6 @@
 //! Host functions as a guest sees them: capsules through their trust filter, HTTP through its
-//! allow-list, host faults and slow backends bounded by the call's deadline.
+//! allow-list, host faults and slow backends bounded by the call's deadline, and whose fault a
+//! deadline passed in a host call is.
 
 mod common;
 use common::*;
@@ -199,47 +200,107 @@ fn http_requests_without_a_host_are_answered_not_trapped() {
     }
 }
 
-/// A backend that is down, or slow.
-struct Broken {
+/// A backend whose reads take `delay`, then fail (`down`) or find nothing.
+struct Lagging {
     delay: std::time::Duration,
+    down: bool,
 }
 
 #[async_trait::async_trait]
-impl CapsuleStore for Broken {
+impl CapsuleStore for Lagging {
     async fn read(&self, _: uuid::Uuid) -> Result<Option<Capsule>, HostCallError> {
         tokio::time::sleep(self.delay).await;
-        Err(HostCallError::Fault("database is down".into()))
+        if self.down { Err(HostCallError::Fault("database is down".into())) } else { Ok(None) }
     }
     async fn search(&self, _: &str, _: u32, _: TrustLevel) -> Result<Vec<CapsuleHit>, HostCallError> {
         unreachable!("not used by these tests")
     }
-    async fn create(&self, _: NewCapsule) -> Result<Capsule, HostCallError> {
+    async fn create(&self, _: NewCapsule, _: std::time::Instant) -> Result<Capsule, HostCallError> {
         unreachable!("not used by these tests")
     }
-    async fn delete(&self, _: uuid::Uuid, _: &OverlayIdentity) -> Result<bool, HostCallError> {
+    async fn delete(
+        &self,
+        _: uuid::Uuid,
+        _: &OverlayIdentity,
+        _: std::time::Instant,
+    ) -> Result<bool, HostCallError> {
         unreachable!("not used by these tests")
     }
 }
 
 #[test]
 fn backend_fault_is_a_host_error() {
-    let services =
-        HostServices { capsules: Arc::new(Broken { delay: Default::default() }), http: Arc::new(NoNetwork) };
+    let services = HostServices {
+        capsules: Arc::new(Lagging { delay: Default::default(), down: true }),
+        http: Arc::new(NoNetwork),
+    };
     let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
     assert_eq!(outcome.result.error_kind, Some(ErrorKind::HostError));
     assert_eq!(outcome.result.error.as_deref(), Some("database is down"));
 }
 
 #[test]
-fn slow_backend_is_bounded_by_the_calls_deadline() {
-    let slow = Broken { delay: std::time::Duration::from_secs(5) };
-    let services = HostServices { capsules: Arc::new(slow), http: Arc::new(NoNetwork) };
+fn a_store_stalled_past_the_deadline_is_a_host_error_bounded_by_it() {
+    let stalled = Lagging { delay: std::time::Duration::from_secs(5), down: true };
+    let services = HostServices { capsules: Arc::new(stalled), http: Arc::new(NoNetwork) };
     let started = std::time::Instant::now();
     let outcome = call_as(services, "capsule_read", READ, TrustLevel::Core, json!({"id": uuid::Uuid::nil()}));
-    assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout));
-    assert_eq!(outcome.result.error.as_deref(), Some("Execution timed out after 300ms"));
     let waited = started.elapsed().as_millis();
+    assert_eq!(outcome.result.error_kind, Some(ErrorKind::HostError), "{:?}", outcome.result);
+    let error = outcome.result.error.unwrap();
+    assert!(error.starts_with("the capsule store did not answer `capsule_read`"), "{error}");
     assert!((300..400).contains(&waited), "waited {waited} ms for a 300 ms deadline");
+}
+
+#[test]
+fn a_guest_that_spends_its_time_in_quick_host_calls_still_times_out() {
+    let wasm = guest(
+        r#"(import "forge" "capsule_read" (func $host (param i32 i32) (result i64)))"#,
+        r#"(func (export "process") (param $ptr i32) (param $len i32) (result i64)
+             (loop $again
+               (drop (call $host (local.get $ptr) (local.get $len)))
+               (br $again))
+             (unreachable))"#,
+    );
+    let slow = Lagging { delay: std::time::Duration::from_millis(40), down: false };
+    let rt = runtime_with(HostServices { capsules: Arc::new(slow), http: Arc::new(NoNetwork) });
+    let prepared = rt.prepare(&manifest(READ), &wasm).unwrap();
+    let invocation = OverlayInvocation {
+        timeout_ms: Some(300),
+        ..OverlayInvocation::new("process", args(json!({"id": uuid::Uuid::nil()})))
+    };
+    let outcome = invoke(&rt, &prepared, &identity(TrustLevel::Core), &invocation).unwrap();
+    assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout), "{:?}", outcome.result);
+    assert_eq!(outcome.result.error.as_deref(), Some("Execution timed out after 300ms"));
+}
+
+/// A remote that never answers.
+struct Hung;
+
+#[async_trait::async_trait]
+impl forge_runtime::HttpClient for Hung {
+    async fn send(
+        &self,
+        _: forge_runtime::OutboundRequest,
+    ) -> Result<forge_runtime::HttpResponse, HostCallError> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn a_remote_that_never_answers_is_the_overlays_timeout() {
+    let capabilities =
+        r#"capabilities = [{ name = "network:http", constraints = { hosts = ["api.example.com"] } }]"#;
+    let services = HostServices { capsules: sample_capsules(), http: Arc::new(Hung) };
+    let outcome = call_as(
+        services,
+        "http_request",
+        capabilities,
+        TrustLevel::Core,
+        json!({"url": "https://api.example.com/"}),
+    );
+    assert_eq!(outcome.result.error_kind, Some(ErrorKind::Timeout), "{:?}", outcome.result);
+    assert_eq!(outcome.result.error.as_deref(), Some("Execution timed out after 300ms"));
 }
 
 /// The answer to the fifth of five identical `capsule_search` calls, under `config`'s limits.

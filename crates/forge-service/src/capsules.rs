@@ -10,6 +10,7 @@ use forge_runtime::{CapsuleStore, HostCallError, OverlayIdentity};
 use forge_storage::{Repository, StorageError};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -89,12 +90,12 @@ impl CapsuleStore for RepositoryCapsules {
         self.with_turn(move |repo| async move { repo.search_capsules(&query, limit, max_trust).await }).await
     }
 
-    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
-        self.with_turn(move |repo| async move { repo.insert_capsule(capsule).await }).await
+    async fn create(&self, capsule: NewCapsule, deadline: Instant) -> Result<Capsule, HostCallError> {
+        self.with_turn(move |repo| async move { repo.insert_capsule(capsule, Some(deadline)).await }).await
     }
 
     /// Recorded in the deleting overlay's audit trail (actor: the overlay's name) and the server log.
-    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError> {
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity, deadline: Instant) -> Result<bool, HostCallError> {
         let Some(overlay_id) = by.id else {
             return Err(HostCallError::Fault("capsule_delete needs a registered overlay".into()));
         };
@@ -112,7 +113,9 @@ impl CapsuleStore for RepositoryCapsules {
         };
         let trust_level = by.trust_level;
         let deleted = self
-            .with_turn(move |repo| async move { repo.delete_capsule(id, trust_level, event).await })
+            .with_turn(move |repo| async move {
+                repo.delete_capsule(id, trust_level, event, Some(deadline)).await
+            })
             .await?;
         if deleted {
             tracing::info!(capsule_id = %id, %overlay_id, overlay = %by.name, "an overlay deleted a capsule");
@@ -133,7 +136,7 @@ impl OverlayService {
         require_trust(actor, capsule.trust_level, "create a capsule of")?;
         capsule.owner = Some(actor.name.clone());
         capsule.created_by_overlay = None;
-        Ok(self.inner.repo.insert_capsule(capsule).await?)
+        Ok(self.inner.repo.insert_capsule(capsule, None).await?)
     }
 
     /// A capsule the caller's trust can access; any other is "not found", like a missing one.

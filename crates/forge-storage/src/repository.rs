@@ -10,6 +10,7 @@ use forge_model::{
     NewAuditEvent, NewCapsule, Overlay, OverlayFilter, OverlayHealth, OverlayResult, OverlayState, Page,
     PageRequest, QuarantinePolicy, RecentCalls, TrustLevel, User,
 };
+use std::time::Instant;
 use uuid::Uuid;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -123,15 +124,22 @@ pub trait Repository: Send + Sync + 'static {
     /// [`StorageError::Conflict`] if the hash is another user's token.
     async fn install_bootstrap_token(&self, user_id: Uuid, token_hash: &str) -> Result<BootstrapToken>;
 
-    /// Stores a capsule as version 1.
-    async fn insert_capsule(&self, capsule: NewCapsule) -> Result<Capsule>;
+    /// Stores a capsule as version 1. `commit_by`: the deadline of the host call that writes it,
+    /// past which it rolls back ([`StorageError::Unavailable`]) rather than commit.
+    async fn insert_capsule(&self, capsule: NewCapsule, commit_by: Option<Instant>) -> Result<Capsule>;
 
     async fn get_capsule(&self, id: Uuid) -> Result<Option<Capsule>>;
 
     /// Deletes the capsule if `max_trust` can access it, recording `event` in the same transaction.
     /// False, and nothing recorded, if it is missing or above `max_trust`: the caller cannot tell
-    /// the two apart.
-    async fn delete_capsule(&self, id: Uuid, max_trust: TrustLevel, event: NewAuditEvent) -> Result<bool>;
+    /// the two apart. `commit_by` as for [`Repository::insert_capsule`].
+    async fn delete_capsule(
+        &self,
+        id: Uuid,
+        max_trust: TrustLevel,
+        event: NewAuditEvent,
+        commit_by: Option<Instant>,
+    ) -> Result<bool>;
 
     /// Full-text search, most relevant first, among capsules whose trust level is at most
     /// `max_trust`; content is cut to a preview. Every whitespace-separated term must match (AND);

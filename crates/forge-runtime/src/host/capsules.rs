@@ -8,6 +8,7 @@ use forge_model::{Capsule, CapsuleHit, CapsulePreview, CapsuleType, NewCapsule, 
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::time::Instant;
 use uuid::Uuid;
 
 /// Where capsules live. The service backs it with its database; [`InMemoryCapsules`] serves local runs
@@ -22,10 +23,13 @@ pub trait CapsuleStore: Send + Sync + 'static {
         limit: u32,
         max_trust: TrustLevel,
     ) -> Result<Vec<CapsuleHit>, HostCallError>;
-    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError>;
+    /// Stores the capsule, unless the call's `deadline` passes first: by then the guest was told its
+    /// call failed, so a write still waiting (on a stalled database) must not land afterwards.
+    async fn create(&self, capsule: NewCapsule, deadline: Instant) -> Result<Capsule, HostCallError>;
     /// Deletes the capsule if `by`'s trust level can access it, recording `by` as who deleted it.
-    /// False if it is missing or above that trust: the two must look alike to the guest.
-    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError>;
+    /// False if it is missing or above that trust: the two must look alike to the guest. Like
+    /// `create`, nothing changes once the call's `deadline` has passed.
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity, deadline: Instant) -> Result<bool, HostCallError>;
 }
 
 /// Most hits one search returns.
@@ -92,7 +96,7 @@ pub(crate) fn search(context: &mut RequestContext<'_>, request: Value) -> Result
 /// The new capsule gets the overlay's trust level and records which overlay made it.
 pub(crate) fn create(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
-    let identity = context.identity.clone();
+    let (identity, deadline) = (context.identity.clone(), context.deadline);
     Ok(Box::pin(async move {
         let CreateRequest { content, capsule_type, mut metadata } = parse_request(request)?;
         if let Some(id) = identity.id {
@@ -108,17 +112,17 @@ pub(crate) fn create(context: &mut RequestContext<'_>, request: Value) -> Result
             created_by_overlay: identity.id,
         };
         capsule.validate().map_err(|e| HostCallError::refused(GuestErrorCode::InvalidRequest, e.message))?;
-        to_answer(store.create(capsule).await?)
+        to_answer(store.create(capsule, deadline).await?)
     }))
 }
 
 /// Answers `{"deleted": id}`; a capsule the overlay may not see is answered exactly like a missing one.
 pub(crate) fn delete(context: &mut RequestContext<'_>, request: Value) -> Result<HandlerFuture, Abort> {
     let store = context.grants.services.capsules.clone();
-    let identity = context.identity.clone();
+    let (identity, deadline) = (context.identity.clone(), context.deadline);
     Ok(Box::pin(async move {
         let DeleteRequest { id } = parse_request(request)?;
-        if store.delete(id, &identity).await? {
+        if store.delete(id, &identity, deadline).await? {
             Ok(serde_json::json!({ "deleted": id }))
         } else {
             Err(HostCallError::refused(GuestErrorCode::NotFound, format!("capsule {id} not found")))
@@ -134,6 +138,23 @@ pub struct InMemoryCapsules {
 }
 
 impl InMemoryCapsules {
+    /// Stores a capsule as version 1 and returns it.
+    pub fn insert(&self, capsule: NewCapsule) -> Capsule {
+        let capsule = Capsule {
+            id: Uuid::now_v7(),
+            content: capsule.content,
+            capsule_type: capsule.capsule_type,
+            trust_level: capsule.trust_level,
+            version: 1,
+            metadata: capsule.metadata,
+            owner: capsule.owner,
+            created_by_overlay: capsule.created_by_overlay,
+            created_at: chrono::Utc::now(),
+        };
+        self.capsules.lock().push(capsule.clone());
+        capsule
+    }
+
     /// Every capsule stored so far, oldest first.
     pub fn all(&self) -> Vec<Capsule> {
         self.capsules.lock().clone()
@@ -169,23 +190,12 @@ impl CapsuleStore for InMemoryCapsules {
         Ok(hits)
     }
 
-    async fn create(&self, capsule: NewCapsule) -> Result<Capsule, HostCallError> {
-        let capsule = Capsule {
-            id: Uuid::now_v7(),
-            content: capsule.content,
-            capsule_type: capsule.capsule_type,
-            trust_level: capsule.trust_level,
-            version: 1,
-            metadata: capsule.metadata,
-            owner: capsule.owner,
-            created_by_overlay: capsule.created_by_overlay,
-            created_at: chrono::Utc::now(),
-        };
-        self.capsules.lock().push(capsule.clone());
-        Ok(capsule)
+    /// Answers at once, so within any deadline.
+    async fn create(&self, capsule: NewCapsule, _: Instant) -> Result<Capsule, HostCallError> {
+        Ok(self.insert(capsule))
     }
 
-    async fn delete(&self, id: Uuid, by: &OverlayIdentity) -> Result<bool, HostCallError> {
+    async fn delete(&self, id: Uuid, by: &OverlayIdentity, _: Instant) -> Result<bool, HostCallError> {
         let mut capsules = self.capsules.lock();
         let before = capsules.len();
         capsules.retain(|c| c.id != id || !by.trust_level.can_access(c.trust_level));

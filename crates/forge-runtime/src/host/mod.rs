@@ -82,6 +82,7 @@ pub(crate) fn link(
     info: &ModuleInfo,
     grants: &Arc<Grants>,
 ) -> wasmtime::Result<()> {
+    use Answerer::{Platform, Remote};
     let module = abi::FORGE_MODULE;
     for function in &info.host_imports {
         let name = function.name();
@@ -106,11 +107,11 @@ pub(crate) fn link(
                     fail(c, ErrorKind::InvalidInput, p, l)
                 })
                 .map(drop)?,
-            HostFunction::CapsuleRead => link_request(linker, name, capsules::read, grants)?,
-            HostFunction::CapsuleSearch => link_request(linker, name, capsules::search, grants)?,
-            HostFunction::CapsuleCreate => link_request(linker, name, capsules::create, grants)?,
-            HostFunction::CapsuleDelete => link_request(linker, name, capsules::delete, grants)?,
-            HostFunction::HttpRequest => link_request(linker, name, http::request, grants)?,
+            HostFunction::CapsuleRead => link_request(linker, name, (capsules::read, Platform), grants)?,
+            HostFunction::CapsuleSearch => link_request(linker, name, (capsules::search, Platform), grants)?,
+            HostFunction::CapsuleCreate => link_request(linker, name, (capsules::create, Platform), grants)?,
+            HostFunction::CapsuleDelete => link_request(linker, name, (capsules::delete, Platform), grants)?,
+            HostFunction::HttpRequest => link_request(linker, name, (http::request, Remote), grants)?,
         }
     }
     if info.uses_wasi {
@@ -159,10 +160,20 @@ pub(crate) struct RequestContext<'a> {
 type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, HostCallError>> + Send>>;
 type Handler = fn(&mut RequestContext<'_>, Value) -> Result<HandlerFuture, Abort>;
 
+/// Who answers a request / response host function, which decides whose fault it is when the call's
+/// deadline passes while the guest waits for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answerer {
+    /// The platform's capsule store: a wait there is the host's doing.
+    Platform,
+    /// A server the overlay chose to call (`http_request`): waiting on it is the overlay's choice.
+    Remote,
+}
+
 fn link_request(
     linker: &mut Linker<CallState>,
-    name: &str,
-    handler: Handler,
+    name: &'static str,
+    (handler, answerer): (Handler, Answerer),
     grants: &Arc<Grants>,
 ) -> wasmtime::Result<()> {
     let grants = grants.clone();
@@ -170,7 +181,7 @@ fn link_request(
         abi::FORGE_MODULE,
         name,
         move |caller: Caller<'_, CallState>, (ptr, len): (i32, i32)| {
-            Box::new(respond(caller, ptr, len, handler, grants.clone()))
+            Box::new(respond(caller, ptr, len, (name, handler, answerer), grants.clone()))
         },
     )?;
     Ok(())
@@ -183,7 +194,7 @@ async fn respond(
     mut caller: Caller<'_, CallState>,
     ptr: i32,
     len: i32,
-    handler: Handler,
+    (name, handler, answerer): (&'static str, Handler, Answerer),
     grants: Arc<Grants>,
 ) -> wasmtime::Result<i64> {
     let state = caller.data();
@@ -207,9 +218,10 @@ async fn respond(
             )?;
             let deadline = tokio::time::Instant::from_std(state.deadline);
             let timeout_ms = state.timeout_ms;
-            tokio::time::timeout_at(deadline, future).await.map_err(|_| {
-                Abort::new(ErrorKind::Timeout, forge_model::invocation::messages::timed_out(timeout_ms))
-            })?
+            let asked = std::time::Instant::now();
+            tokio::time::timeout_at(deadline, future)
+                .await
+                .map_err(|_| deadline_passed(name, answerer, asked.elapsed(), timeout_ms))?
         }
     };
     let response = match answer {
@@ -222,6 +234,31 @@ async fn respond(
     let bytes = serde_json::to_vec(&response)?;
     caller.data_mut().host_calls.bytes += bytes.len();
     write_to_guest(&mut caller, &bytes).await
+}
+
+/// How a call ends when its deadline passes while the guest waits for host function `name`: a
+/// timeout, unless the platform's own store held the guest for half the call's time or more. Then
+/// the store stalled (a healthy one answers in milliseconds) and the call ends as `host_error`, not
+/// held against the overlay's health, so that a stalled store cannot quarantine healthy overlays.
+/// An overlay that spends its time in many quick host calls still times out.
+fn deadline_passed(name: &str, answerer: Answerer, waited: std::time::Duration, timeout_ms: u32) -> Abort {
+    let waited_ms = waited.as_millis();
+    if answerer == Answerer::Platform && waited_ms * 2 >= u128::from(timeout_ms) {
+        tracing::warn!(
+            host_function = name,
+            waited_ms,
+            timeout_ms,
+            "the capsule store stalled a call past its deadline"
+        );
+        return Abort::new(
+            ErrorKind::HostError,
+            format!(
+                "the capsule store did not answer `{name}` within the call's deadline ({waited_ms} of \
+                 {timeout_ms} ms spent waiting for it); not the overlay's fault, retry later"
+            ),
+        );
+    }
+    Abort::new(ErrorKind::Timeout, forge_model::invocation::messages::timed_out(timeout_ms))
 }
 
 /// Counts one host call of `request_len` bytes, or refuses it (`limit_exceeded`) once the call has

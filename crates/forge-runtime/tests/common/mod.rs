@@ -3,8 +3,7 @@
 
 use forge_model::{CapsuleType, NewCapsule, OverlayInvocation, OverlayManifest, OverlayResult, TrustLevel};
 use forge_runtime::{
-    CallOutcome, CapsuleStore, HostServices, InMemoryCapsules, OverlayIdentity, PreparedOverlay, Runtime,
-    RuntimeConfig,
+    CallOutcome, HostServices, InMemoryCapsules, OverlayIdentity, PreparedOverlay, Runtime, RuntimeConfig,
 };
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, OnceLock};
@@ -118,7 +117,7 @@ pub fn capsule_store(capsules: &[(&str, TrustLevel)]) -> Arc<InMemoryCapsules> {
             owner: Some("alice".into()),
             created_by_overlay: None,
         };
-        io().block_on(store.create(capsule)).unwrap();
+        store.insert(capsule);
     }
     store
 }

@@ -97,6 +97,18 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// Commits, unless `commit_by` has passed: then the transaction rolls back and the write is
+    /// reported unavailable. A write made for a guest's host call commits only while the guest can
+    /// still be told; after its deadline the guest was told the call failed.
+    pub(crate) async fn commit_by(self, commit_by: Option<std::time::Instant>) -> Result<(), StorageError> {
+        if commit_by.is_some_and(|by| std::time::Instant::now() >= by) {
+            return Err(StorageError::Unavailable(
+                "the write waited past its host call's deadline and was rolled back".into(),
+            ));
+        }
+        self.commit().await
+    }
 }
 
 /// A borrowed connection of either backend, where the statements run.

@@ -20,6 +20,7 @@ use forge_model::{
     NewCapsule, Overlay, OverlayFilter, OverlayState, Page, PageRequest, QuarantinePolicy, TrustLevel, User,
 };
 use serde_json::{Value, json};
+use std::time::Instant;
 use uuid::Uuid;
 
 /// The repository over either backend.
@@ -402,7 +403,7 @@ impl Repository for SqlRepository {
         Ok(outcome)
     }
 
-    async fn insert_capsule(&self, capsule: NewCapsule) -> Result<Capsule> {
+    async fn insert_capsule(&self, capsule: NewCapsule, commit_by: Option<Instant>) -> Result<Capsule> {
         let metadata = Value::Object(capsule.metadata);
         let mut tx = self.pools.write().await?;
         let args = [
@@ -417,7 +418,7 @@ impl Repository for SqlRepository {
             Utc::now().into(),
         ];
         let stored = capsule_from(&tx.fetch_one(INSERT_CAPSULE, &args).await?)?;
-        tx.commit().await?;
+        tx.commit_by(commit_by).await?;
         Ok(stored)
     }
 
@@ -426,13 +427,19 @@ impl Repository for SqlRepository {
         row.as_ref().map(capsule_from).transpose()
     }
 
-    async fn delete_capsule(&self, id: Uuid, max_trust: TrustLevel, event: NewAuditEvent) -> Result<bool> {
+    async fn delete_capsule(
+        &self,
+        id: Uuid,
+        max_trust: TrustLevel,
+        event: NewAuditEvent,
+        commit_by: Option<Instant>,
+    ) -> Result<bool> {
         let mut tx = self.pools.write().await?;
         if tx.execute(DELETE_CAPSULE, &[id.into(), max_trust.into()]).await? == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, &event, Utc::now()).await?;
-        tx.commit().await?;
+        tx.commit_by(commit_by).await?;
         Ok(true)
     }
 

@@ -98,5 +98,6 @@ suite! {
         queries_without_words_find_nothing,
         nul_characters_are_replaced_alike,
         delete_respects_trust_and_records_the_event,
+        capsule_writes_past_their_deadline_roll_back,
     ],
 }
